@@ -1,5 +1,28 @@
 """flowkit: normalizing flows on PyTorch with an exact, invertible ELU bijector."""
 
-from flowkit._version import __version__
+import warnings
 
-__all__ = ["__version__"]
+from flowkit._version import __version__
+from flowkit.flow import Flow, InexactFlowError
+from flowkit.presets import PRESETS, FlowConfig, build_flow, fit_data_dependent_layers
+from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
+
+# nflows 0.14's LULinear calls a deprecated torch function; silence that one message only.
+warnings.filterwarnings(
+    "ignore", message="torch.triangular_solve is deprecated", category=UserWarning
+)
+
+__all__ = [
+    "__version__",
+    "ELU",
+    "PRESETS",
+    "AffineCoupling",
+    "Flow",
+    "FlowConfig",
+    "InexactFlowError",
+    "Logit",
+    "LowerBound",
+    "Standardize",
+    "build_flow",
+    "fit_data_dependent_layers",
+]

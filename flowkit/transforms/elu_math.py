@@ -1,0 +1,54 @@
+"""Pure functions for the ELU bijector: forward map, analytic inverse, log-derivative."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["elu_forward", "elu_inverse", "elu_log_derivative", "elu_codomain_floor"]
+
+
+def elu_forward(inputs: Tensor, alpha: Tensor) -> Tensor:
+    r"""Applies the ELU map element-wise.
+
+    .. math::
+        y = x \quad (x > 0), \qquad y = \alpha\,\mathrm{expm1}(x) \quad (x \le 0).
+
+    ``expm1`` keeps the relative precision of small negative inputs, which ``exp(x) - 1``
+    would lose to cancellation.
+    """
+    negative_part = alpha * torch.expm1(torch.clamp(inputs, max=0.0))
+
+    return torch.where(inputs > 0, inputs, negative_part)
+
+
+def elu_inverse(outputs: Tensor, alpha: Tensor) -> Tensor:
+    r"""Inverts the ELU map element-wise, for ``y > -alpha``.
+
+    .. math::
+        x = y \quad (y > 0), \qquad x = \mathrm{log1p}(y / \alpha) \quad (-\alpha < y \le 0).
+
+    The caller checks the domain; at ``y = -alpha`` this returns ``-inf`` and below it NaN.
+    """
+    negative_part = torch.log1p(torch.clamp(outputs, max=0.0) / alpha)
+
+    return torch.where(outputs > 0, outputs, negative_part)
+
+
+def elu_log_derivative(inputs: Tensor, alpha: Tensor) -> Tensor:
+    r"""Returns :math:`\log |dy/dx|` element-wise, computed from the input side.
+
+    .. math::
+        \log |dy/dx| = 0 \quad (x > 0), \qquad \log \alpha + x \quad (x \le 0).
+
+    Written as ``log(alpha) + x`` rather than ``log(alpha * exp(x))``: the latter underflows
+    to ``-inf`` below about ``x = -103`` in float32.
+    """
+    negative_part = torch.log(alpha) + inputs
+
+    return torch.where(inputs > 0, torch.zeros_like(negative_part), negative_part)
+
+
+def elu_codomain_floor(alpha: Tensor) -> Tensor:
+    """Returns the open lower end ``-alpha`` of the ELU's codomain ``(-alpha, inf)``."""
+    return -alpha
