@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ def _make_generator(seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(seed)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gauss_legendre(low: float, high: float, panels: int, order: int) -> tuple[Tensor, Tensor]:
     """Composite Gauss-Legendre rule on [low, high]: float64 nodes and log-weights."""
     base_nodes, base_weights = np.polynomial.legendre.leggauss(order)
@@ -55,9 +55,7 @@ def _gauss_legendre(low: float, high: float, panels: int, order: int) -> tuple[T
     return torch.from_numpy(nodes), torch.from_numpy(np.log(weights))
 
 
-def _log_curve_mixture(
-    x: Tensor, centers: Tensor, log_weights: Tensor, sigma: float
-) -> Tensor:
+def _log_curve_mixture(x: Tensor, centers: Tensor, log_weights: Tensor, sigma: float) -> Tensor:
     r"""Log of :math:`\sum_j w_j \, N(x; c_j, \sigma^2 I_2)` for float64 ``x`` of shape (n, 2).
 
     ``centers`` (m, 2) and ``log_weights`` (m,) discretize a measure on a curve; the sum is
@@ -120,7 +118,9 @@ class ToyDistribution(ABC):
         """
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise DataError(f"{self.name}: log_prob expects a tensor of shape (n, 2), found {shape}")
+            raise DataError(
+                f"{self.name}: log_prob expects a tensor of shape (n, 2), found {shape}"
+            )
         out_dtype = x.dtype if x.is_floating_point() else torch.float64
         values = self._log_prob64(x.detach().to(device="cpu", dtype=torch.float64))
 

@@ -107,8 +107,7 @@ class ELU(RestrictedDomain, ElementwiseMonotone, Transform):
     def _check_shape(self, inputs: Tensor) -> None:
         if inputs.dim() != 2 or inputs.shape[1] != self.features:
             raise ValueError(
-                f"ELU expects inputs of shape (batch, {self.features}); "
-                f"got {tuple(inputs.shape)}"
+                f"ELU expects inputs of shape (batch, {self.features}); got {tuple(inputs.shape)}"
             )
 
     def _apply_elu(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
