@@ -5,6 +5,7 @@ import warnings
 from flowkit._version import __version__
 from flowkit.flow import Flow, InexactFlowError
 from flowkit.presets import PRESETS, FlowConfig, build_flow, fit_data_dependent_layers
+from flowkit.training import TrainingResult, mean_negative_log_likelihood, train
 from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
 
 # nflows 0.14's LULinear calls a deprecated torch function; silence that one message only.
@@ -23,6 +24,9 @@ __all__ = [
     "Logit",
     "LowerBound",
     "Standardize",
+    "TrainingResult",
+    "mean_negative_log_likelihood",
+    "train",
     "build_flow",
     "fit_data_dependent_layers",
 ]

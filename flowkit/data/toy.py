@@ -29,8 +29,9 @@ __all__ = [
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
-# Largest number of (point, quadrature node) pairs evaluated at once, to bound memory.
-_CHUNK_ELEMENTS = 1 << 22
+# Points per chunk in the quadrature sums; with at most 3072 nodes a chunk's buffer of
+# (points, nodes) float64 terms stays below 13 MB.
+_CHUNK_POINTS = 512
 
 
 def _make_generator(seed: int | None) -> torch.Generator | None:
@@ -59,20 +60,38 @@ def _log_curve_mixture(x: Tensor, centers: Tensor, log_weights: Tensor, sigma: f
     r"""Log of :math:`\sum_j w_j \, N(x; c_j, \sigma^2 I_2)` for float64 ``x`` of shape (n, 2).
 
     ``centers`` (m, 2) and ``log_weights`` (m,) discretize a measure on a curve; the sum is
-    taken with logsumexp, in chunks of points so that memory stays bounded.
+    taken with logsumexp. Points are sorted into cells of side :math:`4\sigma` and handled in
+    chunks of nearby points; for each chunk's bounding box, nodes whose largest possible term
+    is below :math:`e^{-40}` times the smallest possible largest term are skipped, which
+    changes the sum by a relative amount below :math:`m e^{-40}` (about 1e-14).
     """
     finite = torch.isfinite(x).all(dim=1)
     xf = torch.where(finite[:, None], x, torch.zeros_like(x))
     out = x.new_empty(x.shape[0])
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, centers.shape[0]))
     const = log_weights - math.log(2.0 * math.pi * sigma**2)
+    scale = -0.5 / sigma**2
+
+    # Sort the points by cell so that each chunk covers a small region.
+    cell = torch.floor(xf / (4.0 * sigma)).clamp(-1e6, 1e6)
+    order = torch.argsort(cell[:, 0] * 4e6 + cell[:, 1], stable=True)
+    chunk = _CHUNK_POINTS
     for start in range(0, x.shape[0], chunk):
-        part = xf[start : start + chunk]
+        index = order[start : start + chunk]
+        part = xf[index]
+
+        # Bounds on |x - c|^2 over the chunk's box, and the nodes that can matter.
+        low, high = part.min(dim=0).values, part.max(dim=0).values
+        near_sq = ((low - centers).clamp_min(0) + (centers - high).clamp_min(0)).square().sum(1)
+        far_sq = torch.maximum((centers - low).abs(), (centers - high).abs()).square().sum(1)
+        floor = (const + scale * far_sq).max()
+        keep = const + scale * near_sq >= floor - 40.0
+        nodes, node_const = centers[keep], const[keep]
+
         # In place: terms = const - |x - c|^2 / (2 sigma^2), one (points, nodes) buffer.
-        terms = (part[:, 0:1] - centers[:, 0]).square_()
-        terms.add_((part[:, 1:2] - centers[:, 1]).square_())
-        terms.mul_(-0.5 / sigma**2).add_(const)
-        out[start : start + chunk] = torch.logsumexp(terms, dim=1)
+        terms = (part[:, 0:1] - nodes[:, 0]).square_()
+        terms.add_((part[:, 1:2] - nodes[:, 1]).square_())
+        terms.mul_(scale).add_(node_const)
+        out[index] = torch.logsumexp(terms, dim=1)
 
     # Infinite coordinates have zero density; NaN stays NaN.
     out[~finite] = -math.inf

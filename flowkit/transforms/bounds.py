@@ -7,7 +7,7 @@ from nflows.transforms import ActNorm, Permutation, Transform
 from nflows.transforms.nonlinearities import PiecewiseRationalQuadraticCDF
 from torch import Tensor
 
-from flowkit.transforms.domain import ElementwiseMonotone
+from flowkit.transforms.domain import ElementwiseMonotone, affine_ends
 
 __all__ = ["is_elementwise_monotone", "forward_bounds"]
 
@@ -33,7 +33,7 @@ def forward_bounds(layer: Transform, lower: Tensor, upper: Tensor) -> tuple[Tens
     if isinstance(layer, ActNorm):
         # ActNorm's own forward would run its data-dependent initialisation on the ends.
         scale, shift = layer.scale.to(lower.dtype), layer.shift.to(lower.dtype)
-        return scale * lower + shift, scale * upper + shift
+        return affine_ends(lower, scale, shift), affine_ends(upper, scale, shift)
 
     if isinstance(layer, Permutation):
         permutation = layer._permutation

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-__all__ = ["RestrictedDomain", "ElementwiseMonotone", "describe_violation"]
+__all__ = ["RestrictedDomain", "ElementwiseMonotone", "affine_ends", "describe_violation"]
 
 
 class RestrictedDomain:
@@ -40,6 +41,17 @@ class ElementwiseMonotone:
     def forward_bounds(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         """Maps per-feature interval ends through the forward map (``-inf``/``inf`` allowed)."""
         raise NotImplementedError
+
+
+def affine_ends(ends: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Maps interval ends by ``scale * ends + shift`` with ``scale > 0``; infinities stay.
+
+    The infinite ends are masked before the product, or its gradient would be ``inf * 0``.
+    """
+    finite = torch.isfinite(ends)
+    mapped = scale * torch.where(finite, ends, torch.zeros_like(ends)) + shift
+
+    return torch.where(finite, mapped, ends)
 
 
 def describe_violation(

@@ -8,7 +8,12 @@ import torch
 from nflows.transforms import InputOutsideDomain, Transform
 from torch import Tensor, nn
 
-from flowkit.transforms.domain import ElementwiseMonotone, RestrictedDomain, describe_violation
+from flowkit.transforms.domain import (
+    ElementwiseMonotone,
+    RestrictedDomain,
+    affine_ends,
+    describe_violation,
+)
 
 __all__ = ["LowerBound"]
 
@@ -194,11 +199,20 @@ class LowerBound(RestrictedDomain, ElementwiseMonotone, Transform):
 
     def _map_ends(self, ends: Tensor) -> Tensor:
         lower, shift, scale, alpha, bounded = self._parameters_like(ends[None])
-        distance = torch.where(bounded, ends - lower[0], torch.ones_like(ends))
+        lower, shift, scale, alpha = lower[0], shift[0], scale[0], alpha[0]
+
+        # Ends at the bound map to -inf and infinite ends stay infinite; both are masked
+        # before the arithmetic so that no inf or log(0) reaches the gradient.
+        at_bound = bounded & (ends <= lower)
+        regular = torch.isfinite(ends) & ~at_bound
+        safe = torch.where(regular, ends, torch.where(bounded, lower + scale, shift))
+        distance = torch.where(bounded, safe - lower, torch.ones_like(safe))
         bounded_ends = torch.where(
             distance > scale * alpha,
             distance / scale - alpha,
             torch.log(distance) - torch.log(scale) - torch.log(alpha),
         )
+        mapped = torch.where(bounded, bounded_ends, (safe - shift) / scale)
+        limits = torch.where(at_bound | (ends < 0), -math.inf, math.inf).to(ends.dtype)
 
-        return torch.where(bounded, bounded_ends, (ends - shift) / scale)
+        return torch.where(regular, mapped, limits)

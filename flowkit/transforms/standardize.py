@@ -6,7 +6,7 @@ import torch
 from nflows.transforms import Transform
 from torch import Tensor
 
-from flowkit.transforms.domain import ElementwiseMonotone
+from flowkit.transforms.domain import ElementwiseMonotone, affine_ends
 
 __all__ = ["Standardize"]
 
@@ -64,4 +64,4 @@ class Standardize(ElementwiseMonotone, Transform):
         """Maps interval ends affinely; infinite ends stay infinite."""
         mean, std = self.mean.to(lower.dtype), self.std.to(lower.dtype)
 
-        return (lower - mean) / std, (upper - mean) / std
+        return affine_ends(lower, 1 / std, -mean / std), affine_ends(upper, 1 / std, -mean / std)

@@ -1,0 +1,340 @@
+"""Maximum-likelihood training with validation, early stopping and a support guard."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from flowkit.flow import Flow
+from flowkit.presets import fit_data_dependent_layers
+from flowkit.transforms import ELU
+
+__all__ = ["TrainingResult", "train", "mean_negative_log_likelihood"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    """What a training run did.
+
+    Attributes:
+        history: one dictionary per validation: ``step``, ``train_nll`` (mean over the steps
+            since the last validation), ``validation_nll``, ``validation_outside`` (share of
+            validation points with ``log_prob = -inf``), ``learning_rate``, ``seconds``.
+        best_step: the step whose weights the flow holds at the end.
+        best_validation_nll: validation NLL at that step (nats per point).
+        steps_completed: optimizer steps taken.
+        stop_reason: ``"completed"``, ``"early stopping"``, ``"non-finite loss"`` or
+            ``"interrupted"``.
+        undone_steps: steps undone by the support guard.
+        arguments: the training arguments, for provenance.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_validation_nll: float = math.inf
+    steps_completed: int = 0
+    stop_reason: str = "completed"
+    undone_steps: int = 0
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def mean_negative_log_likelihood(
+    flow: Flow, data: Tensor, batch_size: int = 8192
+) -> tuple[float, float]:
+    """Returns ``(mean NLL over points inside the support, share of points outside)``.
+
+    A point outside the support has ``log_prob = -inf``; averaging it in would make the
+    figure infinite and hide how good the model is elsewhere, so the share is given apart.
+    """
+    was_training = flow.training
+    flow.eval()
+    log_probs = torch.cat(
+        [
+            flow.log_prob(data[start : start + batch_size])
+            for start in range(0, len(data), batch_size)
+        ]
+    )
+    flow.train(was_training)
+
+    inside = torch.isfinite(log_probs)
+    outside_share = 1.0 - inside.double().mean().item()
+    if not torch.any(inside):
+        return math.inf, outside_share
+
+    return -log_probs[inside].double().mean().item(), outside_share
+
+
+def _support_depends_on_parameters(flow: Flow) -> bool:
+    # A lower bound or a logit has a fixed domain; an ELU toward the data moves with alpha
+    # and with everything before it.
+    return any(
+        isinstance(layer, ELU) and layer.orientation == "noise_to_data" for layer in flow.layers
+    )
+
+
+def _check_arguments(
+    train_data: Tensor, validation_data: Tensor, arguments: dict[str, Any]
+) -> None:
+    problems = []
+    if not isinstance(arguments["steps"], int) or arguments["steps"] < 1:
+        problems.append(f"steps must be a positive integer, got {arguments['steps']!r}")
+    if not isinstance(arguments["batch_size"], int) or arguments["batch_size"] < 1:
+        problems.append(f"batch_size must be a positive integer, got {arguments['batch_size']!r}")
+    elif arguments["batch_size"] > len(train_data):
+        problems.append(
+            f"batch_size {arguments['batch_size']} is larger than the {len(train_data)} "
+            "training points"
+        )
+    if not arguments["learning_rate"] > 0:
+        problems.append(f"learning_rate must be positive, got {arguments['learning_rate']!r}")
+    if not arguments["gradient_clip"] > 0:
+        problems.append(f"gradient_clip must be positive, got {arguments['gradient_clip']!r}")
+    if arguments["validation_interval"] < 1:
+        problems.append("validation_interval must be a positive integer")
+    if len(validation_data) < 1:
+        problems.append("the validation set is empty")
+    if problems:
+        raise ValueError("invalid training arguments: " + "; ".join(problems))
+
+
+def _split_validation(
+    data: Tensor, fraction: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction must lie in (0, 1), got {fraction!r}")
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 data points to hold some out, got {len(data)}")
+
+    order = torch.randperm(len(data), generator=generator)
+    held_out = max(1, int(round(fraction * len(data))))
+
+    return data[order[held_out:]], data[order[:held_out]]
+
+
+def train(
+    flow: Flow,
+    data: Tensor,
+    *,
+    validation_data: Tensor | None = None,
+    validation_fraction: float = 0.1,
+    steps: int = 2000,
+    batch_size: int = 256,
+    learning_rate: float = 2e-3,
+    weight_decay: float = 0.0,
+    gradient_clip: float = 5.0,
+    warmup_steps: int = 50,
+    validation_interval: int = 100,
+    patience: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+    initialize: bool = True,
+    on_validation: Callable[[Flow, dict[str, float]], None] | None = None,
+) -> TrainingResult:
+    """Trains ``flow`` by maximum likelihood and leaves it holding the best weights.
+
+    Adam with a linear warm-up and cosine decay of the learning rate, gradient-norm
+    clipping, a validation pass every ``validation_interval`` steps, early stopping after
+    ``patience`` validations without improvement, and a clean stop on a non-finite loss
+    (the best weights so far are kept, never NaN ones). Ctrl-C also stops cleanly with the
+    best weights. The same ``seed`` gives the same run.
+
+    When the flow's support moves with its parameters (an ELU toward the data), every step
+    is checked on its batch and every validation on the whole training set: a step that
+    pushes a training point out of the support is undone and retried with half the
+    learning rate.
+
+    Args:
+        flow: the flow to train, in the data's own units.
+        data: training points, shape ``(rows, features)``.
+        validation_data: held-out points; by default ``validation_fraction`` of ``data``.
+        steps: optimizer steps.
+        batch_size: points per step.
+        learning_rate: peak learning rate.
+        weight_decay: Adam weight decay.
+        gradient_clip: largest gradient norm.
+        warmup_steps: steps of linear warm-up.
+        validation_interval: steps between validations.
+        patience: validations without improvement before stopping.
+        seed: seeds the batches, the split and torch's generator.
+        progress: show a tqdm progress bar.
+        initialize: fit standardization, bounds and ActNorm on the training data first.
+        on_validation: called with the flow and the new history row after each validation.
+
+    Returns:
+        A :class:`TrainingResult`.
+
+    Example:
+        >>> flow = build_flow("unbounded", features=2, num_layers=1, hidden_features=8)
+        >>> result = train(flow, torch.randn(512, 2), steps=20, progress=False)
+        >>> result.steps_completed
+        20
+    """
+    arguments = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "gradient_clip": gradient_clip,
+        "warmup_steps": warmup_steps,
+        "validation_interval": validation_interval,
+        "patience": patience,
+        "seed": seed,
+        "validation_fraction": validation_fraction,
+    }
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    if validation_data is None:
+        train_data, validation_data = _split_validation(data, validation_fraction, generator)
+    else:
+        train_data = data
+    _check_arguments(train_data, validation_data, arguments)
+
+    device = next(flow.buffers()).device
+    train_data = train_data.to(device)
+    validation_data = validation_data.to(device)
+    if initialize:
+        fit_data_dependent_layers(flow, train_data[:8192])
+
+    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
+
+    def learning_rate_factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress_share = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
+    guard = _support_depends_on_parameters(flow)
+    result = TrainingResult(arguments=arguments)
+    best_state = copy.deepcopy(flow.state_dict())
+    validations_without_improvement = 0
+    interval_losses: list[float] = []
+    started = time.perf_counter()
+
+    flow.train()
+    bar = tqdm(total=steps, disable=not progress, desc="training", unit="step", leave=False)
+    try:
+        for step in range(1, steps + 1):
+            indices = torch.randint(len(train_data), (batch_size,), generator=generator)
+            batch = train_data[indices.to(device)]
+
+            loss = -flow.log_prob(batch).mean()
+            if not torch.isfinite(loss):
+                result.stop_reason = "non-finite loss"
+                logger.warning("stopping at step %d: the loss is %s", step, loss.item())
+                break
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), gradient_clip)
+            if guard:
+                result.undone_steps += _guarded_step(flow, optimizer, batch)
+            else:
+                optimizer.step()
+            scheduler.step()
+            result.steps_completed = step
+            interval_losses.append(loss.item())
+            bar.update(1)
+
+            if step % validation_interval == 0 or step == steps:
+                row = _validate(flow, train_data, validation_data, guard, interval_losses, step)
+                row["learning_rate"] = scheduler.get_last_lr()[0]
+                row["seconds"] = time.perf_counter() - started
+                interval_losses = []
+                result.history.append(row)
+                bar.set_postfix(
+                    train=f"{row['train_nll']:.3f}", val=f"{row['validation_nll']:.3f}"
+                )
+                if on_validation is not None:
+                    on_validation(flow, row)
+
+                if row["validation_nll"] < result.best_validation_nll:
+                    result.best_validation_nll = row["validation_nll"]
+                    result.best_step = step
+                    best_state = copy.deepcopy(flow.state_dict())
+                    validations_without_improvement = 0
+                else:
+                    validations_without_improvement += 1
+                if row.get("training_outside", 0.0) > 0:
+                    logger.warning("a step pushed training points out of the support; reverting")
+                    flow.load_state_dict(best_state)
+                    for group in optimizer.param_groups:
+                        group["lr"] *= 0.5
+                if validations_without_improvement >= patience:
+                    result.stop_reason = "early stopping"
+                    break
+    except KeyboardInterrupt:
+        result.stop_reason = "interrupted"
+        logger.warning(
+            "training interrupted at step %d; keeping the best weights", result.steps_completed
+        )
+    finally:
+        bar.close()
+
+    flow.load_state_dict(best_state)
+    flow.eval()
+    logger.info(
+        "training stopped (%s) after %d steps; best validation NLL %.4f at step %d",
+        result.stop_reason,
+        result.steps_completed,
+        result.best_validation_nll,
+        result.best_step,
+    )
+
+    return result
+
+
+def _guarded_step(flow: Flow, optimizer: torch.optim.Optimizer, batch: Tensor) -> int:
+    """Takes a step; if it pushes a batch point out of the support, undoes it and shrinks."""
+    saved_parameters = copy.deepcopy(flow.state_dict())
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    undone = 0
+    for attempt in range(6):
+        optimizer.step()
+        with torch.no_grad():
+            if torch.all(torch.isfinite(flow.log_prob(batch))):
+                return undone
+
+        undone += 1
+        flow.load_state_dict(saved_parameters)
+        optimizer.load_state_dict(saved_optimizer)
+        for parameter in flow.parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(0.5 ** (attempt + 1))
+
+    logger.warning("the support guard skipped a step: every shrunken step left the support")
+    return undone
+
+
+def _validate(
+    flow: Flow,
+    train_data: Tensor,
+    validation_data: Tensor,
+    guard: bool,
+    interval_losses: list[float],
+    step: int,
+) -> dict[str, float]:
+    validation_nll, outside = mean_negative_log_likelihood(flow, validation_data)
+    row = {
+        "step": float(step),
+        "train_nll": sum(interval_losses) / max(1, len(interval_losses)),
+        "validation_nll": validation_nll,
+        "validation_outside": outside,
+    }
+    if guard:
+        _, row["training_outside"] = mean_negative_log_likelihood(flow, train_data)
+    flow.train()
+
+    return row
