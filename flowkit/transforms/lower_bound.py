@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from flowkit.transforms.domain import (
     ElementwiseMonotone,
     RestrictedDomain,
-    affine_ends,
     describe_violation,
 )
 
