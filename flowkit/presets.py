@@ -15,6 +15,7 @@ from torch import Tensor
 from flowkit.flow import Flow
 from flowkit.nets import ResidualConditioner
 from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
+from flowkit.transforms.domain import RestrictedDomain
 
 __all__ = ["FlowConfig", "PRESETS", "build_flow", "fit_data_dependent_layers"]
 
@@ -213,11 +214,20 @@ def fit_data_dependent_layers(flow: Flow, data: Tensor) -> None:
     flow.train()
 
     hidden = data
-    for layer in flow.layers:
+    for index, layer in enumerate(flow.layers):
         if isinstance(layer, Standardize | LowerBound):
             layer.fit(hidden)
         if isinstance(layer, ActNorm):
             layer.initialized.fill_(False)
+        if isinstance(layer, RestrictedDomain) and layer.restricts_forward_domain():
+            _, inside = layer.split_forward_domain(hidden)
+            if not torch.all(inside):
+                rows = (~inside).nonzero().flatten()
+                raise ValueError(
+                    f"{len(rows)} data rows lie outside the support of layer {index} "
+                    f"({type(layer).__name__}), first row {int(rows[0])}: "
+                    f"{data[int(rows[0])].tolist()}"
+                )
         hidden, _ = layer(hidden)
 
     flow.train(was_training)

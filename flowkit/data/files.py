@@ -91,8 +91,16 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[int], list[str] | None]:
     if not rows:
         raise DataError(f"{path}: the file is empty; expected rows of comma-separated numbers")
 
-    # Header: a first row in which no cell is a number.
     first_line, first = rows[0]
+    if len(first) == 1:
+        for sep, sep_name in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in first[0]:
+                raise DataError(
+                    f"{path}: row {first_line}, column 1: found {first[0]!r}, a single column "
+                    f"holding {sep_name}; flowkit reads comma-separated files"
+                )
+
+    # Header: a first row in which no cell is a number.
     parsed_first = [_parse_float(c) for c in first]
     header: list[str] | None = None
     if all(v is None for v in parsed_first):
@@ -127,6 +135,10 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[int], list[str] | None]:
 
 def _read_npy(path: str) -> np.ndarray:
     """The array in a .npy file as float64 of shape (rows, features)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{path}: not a readable .npy file (it lacks the NumPy header)")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:

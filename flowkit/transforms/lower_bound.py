@@ -171,7 +171,11 @@ class LowerBound(RestrictedDomain, ElementwiseMonotone, Transform):
         )
         safe_lower = torch.where(bounded, lower, torch.zeros_like(lower))
 
-        outputs = torch.where(bounded, safe_lower + distance, shift + scale * inputs)
+        # Far enough into the left tail, lower + distance rounds onto the bound, where the
+        # density is zero; the next float above it keeps every sample inside the support.
+        just_above = torch.nextafter(safe_lower, torch.full_like(safe_lower, math.inf))
+        bounded_outputs = torch.maximum(safe_lower + distance, just_above)
+        outputs = torch.where(bounded, bounded_outputs, shift + scale * inputs)
         log_derivative = torch.where(
             bounded, bounded_log_derivative, torch.log(scale).expand_as(inputs)
         )
