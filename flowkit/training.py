@@ -206,6 +206,7 @@ def train(
     validation_data = validation_data.to(device)
     if initialize:
         fit_data_dependent_layers(flow, train_data[:8192])
+    _check_training_support(flow, train_data)
 
     optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
 
@@ -294,6 +295,28 @@ def train(
     )
 
     return result
+
+
+@torch.no_grad()
+def _check_training_support(flow: Flow, train_data: Tensor) -> None:
+    """Refuses to start when a training point has density zero: its loss would be infinite."""
+    was_training = flow.training
+    flow.eval()
+    log_probs = torch.cat(
+        [
+            flow.log_prob(train_data[start : start + 8192])
+            for start in range(0, len(train_data), 8192)
+        ]
+    )
+    flow.train(was_training)
+
+    outside = (log_probs == -math.inf).nonzero().flatten()
+    if len(outside) > 0:
+        raise ValueError(
+            f"{len(outside)} training points lie outside the flow's support, first row "
+            f"{int(outside[0])}: {train_data[int(outside[0])].tolist()}; choose bounds or ELU "
+            "parameters that contain the data"
+        )
 
 
 def _guarded_step(flow: Flow, optimizer: torch.optim.Optimizer, batch: Tensor) -> int:

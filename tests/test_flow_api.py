@@ -1,0 +1,253 @@
+"""The Flow API and the preset builder: shapes, dtypes, gradients, errors, inexact stacks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from nflows.transforms import ActNorm, LULinear
+
+from flowkit import ELU, Flow, FlowConfig, InexactFlowError, build_flow, train
+from flowkit.presets import fit_data_dependent_layers
+
+TINY = {"num_layers": 2, "hidden_features": 8, "num_blocks": 1, "num_bins": 4}
+
+PRESET_CASES = {
+    "unbounded-spline": ({"preset": "unbounded"}, lambda n, d: torch.randn(n, d) * 2 + 1),
+    "unbounded-affine-lu": (
+        {"preset": "unbounded", "coupling": "affine", "mixing": "lu"},
+        lambda n, d: torch.randn(n, d),
+    ),
+    "unbounded-no-elu": (
+        {"preset": "unbounded", "elu_tail": False},
+        lambda n, d: torch.randn(n, d),
+    ),
+    "bounded": (
+        {"preset": "bounded"},
+        lambda n, d: torch.exp(torch.randn(n, d)),
+    ),
+    "unit-interval": ({"preset": "unit-interval"}, lambda n, d: torch.rand(n, d)),
+}
+
+
+def make_flow(case: str, features: int) -> tuple[Flow, torch.Tensor]:
+    options, sampler = PRESET_CASES[case]
+    options = dict(options, **TINY)
+    if options["preset"] == "bounded":
+        options["lower"] = [0.0] * features
+    flow = build_flow(features=features, **options)
+    data = sampler(256, features)
+    fit_data_dependent_layers(flow, data)
+    return flow, data
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_CASES))
+@pytest.mark.parametrize("features", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_and_sample_shapes_and_dtypes(case, features, dtype):
+    flow, data = make_flow(case, features)
+    flow = flow.to(dtype).eval()
+
+    log_prob = flow.log_prob(data[:7].to(dtype))
+    samples = flow.sample(11, dtype=dtype)
+
+    assert log_prob.shape == (7,) and log_prob.dtype == dtype
+    assert torch.isfinite(log_prob).all()
+    assert samples.shape == (11, features) and samples.dtype == dtype
+    assert torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_CASES))
+def test_gradients_reach_every_parameter(case):
+    flow, data = make_flow(case, 3)
+    for parameter in flow.parameters():
+        parameter.data.add_(0.1 * torch.randn_like(parameter))
+
+    flow.log_prob(data).mean().backward()
+
+    missing = [name for name, p in flow.named_parameters() if p.grad is None or p.grad.eq(0).all()]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_CASES))
+def test_eval_equals_train_after_initialisation(case):
+    flow, data = make_flow(case, 3)
+
+    flow.train()
+    in_training = flow.log_prob(data[:20])
+    flow.eval()
+    in_evaluation = flow.log_prob(data[:20])
+
+    torch.testing.assert_close(in_training, in_evaluation)
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_small_batches(batch):
+    flow, data = make_flow("unbounded-spline", 2)
+
+    assert flow.log_prob(data[:batch]).shape == (batch,)
+    assert flow.sample(batch).shape == (batch, 2)
+
+
+@pytest.mark.parametrize("count", [-1, 2.5, "3", True])
+def test_sample_rejects_bad_counts(count):
+    flow, _ = make_flow("unbounded-spline", 2)
+
+    with pytest.raises(ValueError, match="num_samples must be a non-negative integer"):
+        flow.sample(count)
+
+
+def test_sampling_is_repeatable_with_a_generator():
+    flow, _ = make_flow("unbounded-spline", 2)
+
+    first = flow.sample(5, generator=torch.Generator().manual_seed(3))
+    second = flow.sample(5, generator=torch.Generator().manual_seed(3))
+
+    torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error", "message"),
+    [
+        (torch.zeros(3, 3), ValueError, r"shape \(batch, 2\)"),
+        (torch.zeros(3), ValueError, r"shape \(batch, 2\)"),
+        (torch.zeros(3, 2, dtype=torch.int64), TypeError, "floating point"),
+        (torch.tensor([[0.0, math.nan]]), ValueError, "NaN in rows"),
+        ([[0.0, 0.0]], TypeError, "torch.Tensor"),
+    ],
+)
+def test_log_prob_rejects_bad_inputs(inputs, error, message):
+    flow, _ = make_flow("unbounded-spline", 2)
+
+    with pytest.raises(error, match=message):
+        flow.log_prob(inputs)
+
+
+def test_log_prob_rejects_a_tensor_on_another_device():
+    flow, _ = make_flow("unbounded-spline", 2)
+
+    with pytest.raises(ValueError, match="on meta but the flow is on cpu"):
+        flow.log_prob(torch.zeros(2, 2, device="meta"))
+
+
+def test_elu_toward_noise_away_from_the_base_is_refused():
+    layers = [ELU(2), LULinear(2), ActNorm(2)]
+
+    with pytest.raises(InexactFlowError, match="layer 0 \\(ELU\\)"):
+        Flow(layers, features=2)
+
+
+def test_inexact_stack_on_request_samples_by_rejection_and_corrects_its_normalizer():
+    torch.manual_seed(1)
+    linear = LULinear(2)
+    with torch.no_grad():
+        linear.lower_entries.fill_(0.8)
+    flow = Flow([ELU(2, alpha=0.5), linear], features=2, allow_inexact=True)
+
+    mass, error = flow.estimate_normalizer(200_000, generator=torch.Generator().manual_seed(0))
+    samples = flow.sample(2000)
+    axis = torch.linspace(-12, 12, 801)
+    first, second = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([first.flatten(), second.flatten()], dim=1)
+    with torch.no_grad():
+        integral = torch.exp(flow.log_prob(grid)).sum().item() * (24 / 800) ** 2
+
+    assert 0 < mass < 1 and error < 0.01
+    assert torch.isfinite(samples).all()
+    assert abs(integral - 1) < 4 * error / mass + 5e-3
+
+
+def test_exact_flow_reports_unit_normalizer():
+    flow, _ = make_flow("unbounded-spline", 2)
+
+    assert flow.support.exact
+    assert flow.estimate_normalizer(10) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"preset": "sideways"}, "preset must be one of"),
+        ({"num_layers": 0}, "num_layers must be a positive integer"),
+        ({"alpha": 0.0}, "alpha must be positive"),
+        ({"alpha": -2.0}, "alpha must be positive"),
+        ({"coupling": "cubic"}, "coupling must be one of"),
+        ({"preset": "bounded"}, "needs lower with 2 entries"),
+        ({"preset": "bounded", "lower": [None, None]}, "at least one finite lower bound"),
+        ({"hidden_features": -4}, "hidden_features must be a positive integer"),
+    ],
+)
+def test_builder_rejects_bad_configurations(options, message):
+    with pytest.raises(ValueError, match=message):
+        build_flow(features=2, **options)
+
+
+def test_configuration_round_trips_through_a_dictionary():
+    config = FlowConfig(preset="bounded", features=2, lower=[0.0, None], num_layers=3)
+
+    assert FlowConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown flow configuration keys \\['depth'\\]"):
+        FlowConfig.from_dict({"depth": 3})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"learning_rate": -1e-3}, "learning_rate must be positive"),
+        ({"batch_size": 10_000}, "larger than the"),
+        ({"validation_fraction": 1.5}, "validation_fraction must lie in"),
+    ],
+)
+def test_training_rejects_bad_arguments(arguments, message):
+    flow = build_flow("unbounded", 2, **TINY)
+
+    with pytest.raises(ValueError, match=message):
+        train(flow, torch.randn(100, 2), progress=False, **arguments)
+
+
+def test_training_refuses_data_outside_the_support():
+    flow = build_flow("bounded", 2, lower=[0.0, None], **TINY)
+    data = torch.randn(100, 2)
+
+    with pytest.raises(ValueError, match="at or below its lower bound"):
+        train(flow, data, steps=5, batch_size=16, progress=False)
+
+
+def test_training_is_repeatable_and_keeps_the_best_weights():
+    data = torch.randn(600, 2) @ torch.tensor([[1.0, 0.5], [0.0, 0.3]])
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        flow = build_flow("unbounded", 2, **TINY)
+        result = train(
+            flow, data, steps=60, batch_size=64, validation_interval=20, progress=False, seed=5
+        )
+        results.append((result, flow.log_prob(data[:10]).detach()))
+
+    (first, first_log_prob), (second, second_log_prob) = results
+    assert torch.equal(first_log_prob, second_log_prob)
+    assert first.best_validation_nll == min(row["validation_nll"] for row in first.history)
+    assert len(first.history) == 3
+
+
+def test_training_stops_cleanly_on_a_non_finite_loss():
+    flow = build_flow("unbounded", 2, **TINY)
+    data = torch.randn(400, 2)
+    calls = {"count": 0}
+    original = flow.log_prob
+
+    def failing_log_prob(inputs):
+        calls["count"] += 1
+        values = original(inputs)
+        if flow.training and calls["count"] > 25:
+            return values * math.nan
+        return values
+
+    flow.log_prob = failing_log_prob
+    result = train(flow, data, steps=100, validation_interval=10, progress=False)
+
+    assert result.stop_reason == "non-finite loss"
+    assert all(torch.isfinite(p).all() for p in flow.parameters())
+    assert result.best_step > 0
