@@ -127,6 +127,10 @@ class Flow(nn.Module):
     (an ELU toward the data, a lower bound, a logit) give ``log_prob = -inf`` exactly on
     the rows outside their domain, within the same batch.
 
+    For flows meant for data without a lower bound, ``log_prob`` is finite everywhere, with
+    one exception: in float32 the base's :math:`z^2` overflows once a noise value passes
+    about 1.8e19, and such a point gets ``-inf``; use float64 for inputs that far out.
+
     A stack with an image-restricting layer elsewhere loses base mass and is refused with
     :class:`InexactFlowError` unless ``allow_inexact=True``. Such a flow then samples by
     rejection (draws whose inverse leaves a domain are drawn again) and corrects

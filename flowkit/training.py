@@ -201,9 +201,11 @@ def train(
         train_data = data
     _check_arguments(train_data, validation_data, arguments)
 
-    device = next(flow.buffers()).device
-    train_data = train_data.to(device)
-    validation_data = validation_data.to(device)
+    # Data follow the flow's device and dtype, so that float32 data train a float64 flow.
+    reference = flow.log_normalizer
+    train_data = train_data.to(device=reference.device, dtype=reference.dtype)
+    validation_data = validation_data.to(device=reference.device, dtype=reference.dtype)
+    device = reference.device
     if initialize:
         fit_data_dependent_layers(flow, train_data[:8192])
     _check_training_support(flow, train_data)

@@ -140,12 +140,12 @@ def test_npy_nonfinite_names_row(tmp_path: Path) -> None:
 
 
 def test_single_row(tmp_path: Path) -> None:
-    expect_error(write(tmp_path, "one.csv", "a,b\n1,2\n"), "at least 2 rows", "found 1")
+    expect_error(write(tmp_path, "one.csv", "a,b\n1,2\n"), "at least 2 row(s)", "found 1")
 
 
 def test_single_row_after_dropping(tmp_path: Path) -> None:
     path = write(tmp_path, "one.csv", "1,2\nnan,2\n")
-    expect_error(path, "at least 2 rows", "after dropping", drop_nonfinite=True)
+    expect_error(path, "at least 2 row(s)", "after dropping", drop_nonfinite=True)
 
 
 def test_constant_column_rejected(tmp_path: Path) -> None:

@@ -220,3 +220,31 @@ def test_affine_coupling_reaches_scales_beyond_nflows_cap():
 
     # nflows' sigmoid-capped scale cannot exceed 1.001, i.e. log-scale 0.001.
     assert logabsdet.item() > 3.0
+
+
+MONOTONE = [
+    entry
+    for entry in LAYERS
+    if entry[0] not in ("affine-coupling", "spline-coupling", "lu-linear")
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "factory", "sampler"), MONOTONE, ids=[entry[0] for entry in MONOTONE]
+)
+def test_forward_bounds_agree_with_forward(name, factory, sampler):
+    from flowkit.transforms.bounds import forward_bounds
+
+    layer = build(factory)
+    ends = torch.sort(sampler(2), dim=0).values
+
+    lower, upper = forward_bounds(layer, ends[0], ends[1])
+    mapped, _ = layer(ends)
+
+    expected_lower = torch.minimum(mapped[0], mapped[1])
+    expected_upper = torch.maximum(mapped[0], mapped[1])
+    if name != "permutation":
+        torch.testing.assert_close(lower, mapped[0])
+        torch.testing.assert_close(upper, mapped[1])
+    torch.testing.assert_close(torch.minimum(lower, upper), expected_lower)
+    torch.testing.assert_close(torch.maximum(lower, upper), expected_upper)

@@ -174,7 +174,11 @@ def _read_npy(path: str) -> np.ndarray:
 
 
 def load_array(
-    path: str | os.PathLike[str], *, drop_constant: bool = False, drop_nonfinite: bool = False
+    path: str | os.PathLike[str],
+    *,
+    drop_constant: bool = False,
+    drop_nonfinite: bool = False,
+    for_training: bool = True,
 ) -> LoadedArray:
     """Read a numeric table of shape (rows, features) from a ``.csv`` or ``.npy`` file.
 
@@ -190,6 +194,8 @@ def load_array(
         drop_constant: drop constant columns (logged) instead of raising.
         drop_nonfinite: drop rows holding NaN or infinite values (a logging warning gives the
             count) instead of raising.
+        for_training: data to fit a model to need 2 rows or more and no constant column;
+            data to score (``False``) may have a single row and constant columns.
 
     Returns:
         A :class:`LoadedArray`; its ``dropped_columns`` and ``dropped_rows`` say what was
@@ -243,14 +249,17 @@ def load_array(
         values = values[~bad]
         dropped_rows = bad_rows
 
-    if values.shape[0] < 2:
+    minimum_rows = 2 if for_training else 1
+    if values.shape[0] < minimum_rows:
         raise DataError(
-            f"{source}: need at least 2 rows of data, found {values.shape[0]}"
+            f"{source}: need at least {minimum_rows} row(s) of data, found {values.shape[0]}"
             + (" after dropping non-finite rows" if dropped_rows else "")
         )
 
     # Constant columns.
-    constant = [j for j in range(values.shape[1]) if np.all(values[:, j] == values[0, j])]
+    constant = [
+        j for j in range(values.shape[1]) if for_training and np.all(values[:, j] == values[0, j])
+    ]
     dropped_columns: list[str] = []
     if constant:
         described = [

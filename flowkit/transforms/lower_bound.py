@@ -202,7 +202,6 @@ class LowerBound(RestrictedDomain, ElementwiseMonotone, Transform):
 
     def _map_ends(self, ends: Tensor) -> Tensor:
         lower, shift, scale, alpha, bounded = self._parameters_like(ends[None])
-        lower, shift, scale, alpha = lower[0], shift[0], scale[0], alpha[0]
 
         # Ends at the bound map to -inf and infinite ends stay infinite; both are masked
         # before the arithmetic so that no inf or log(0) reaches the gradient.

@@ -1,0 +1,650 @@
+"""The ``flowkit`` command line: list data sets, train, sample, score and plot flows."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nflows.transforms import InputOutsideDomain
+from torch import Tensor
+
+from flowkit import checkpoints, plots
+from flowkit._version import __version__
+from flowkit.checkpoints import CheckpointError, json_ready
+from flowkit.data import (
+    TOY_DATASETS,
+    DataError,
+    DataSplit,
+    bits_per_dimension,
+    dataset_names,
+    load_array,
+    load_dataset,
+)
+from flowkit.flow import Flow
+from flowkit.presets import build_flow
+from flowkit.training import mean_negative_log_likelihood, train
+
+__all__ = [
+    "AUTO_LOWER_MARGIN",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_HIDDEN",
+    "DEFAULT_LAYERS",
+    "DEFAULT_LEARNING_RATE",
+    "DEFAULT_STEPS",
+    "SHIPPED_CHECKPOINTS",
+    "build_parser",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 2000
+"""Training steps of ``flowkit train``."""
+
+DEFAULT_BATCH_SIZE = 256
+"""Points per training step."""
+
+DEFAULT_LEARNING_RATE = 2e-3
+"""Peak learning rate."""
+
+DEFAULT_LAYERS = 4
+"""Coupling layers."""
+
+DEFAULT_HIDDEN = 64
+"""Width of each conditioner network."""
+
+AUTO_LOWER_MARGIN = 0.05
+"""``--lower auto`` puts each bound this share of the feature's training range below its
+smallest training value: a learned bound needs a margin, or it sits on the data."""
+
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+"""The folder of trained flows that ship with flowkit; ``train`` refuses to write into it."""
+
+PRESET_CHOICES = ("auto", "unbounded", "bounded", "unit-interval")
+
+_DIGITS_DESCRIPTION = (
+    "scikit-learn's 8x8 handwritten digits: 64 pixels dequantized to [0, 1), "
+    "fixed 1257 / 270 / 270 split"
+)
+_CHUNK = 8192
+
+# Errors that mean "the input or the arguments are wrong"; they end the command with one line.
+_USER_ERRORS = (DataError, CheckpointError, ValueError, TypeError, OSError, InputOutsideDomain)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr, like every other error."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse's hook
+        """Reports a usage error in one line and exits with status 2."""
+        self.exit(2, f"flowkit: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+
+    return value
+
+
+def _common_flags() -> argparse.ArgumentParser:
+    # The global flags are accepted after the verb too. SUPPRESS keeps a verb's parser from
+    # resetting a flag given before the verb; these actions must not be shared with the
+    # top-level parser, whose defaults are False.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress"
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback on errors",
+    )
+
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser of the ``flowkit`` command."""
+    common = _common_flags()
+    parser = _Parser(
+        prog="flowkit",
+        description="Normalizing flows with an exact, invertible ELU bijector.",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log progress")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"flowkit {__version__}")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    datasets = verbs.add_parser("datasets", help="list the built-in data sets", parents=[common])
+    datasets.set_defaults(handler=_run_datasets)
+
+    _add_train_parser(verbs, common)
+
+    sample = verbs.add_parser("sample", help="draw samples from a checkpoint", parents=[common])
+    sample.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.pt file")
+    sample.add_argument("-n", "--num-samples", type=_positive_int, required=True, help="points")
+    sample.add_argument("-o", "--output", required=True, help="a .csv or .npy file to write")
+    sample.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the draws")
+    sample.set_defaults(handler=_run_sample)
+
+    logprob = verbs.add_parser(
+        "logprob", help="per-row log-likelihoods of a data file", parents=[common]
+    )
+    logprob.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.pt file")
+    logprob.add_argument("data", metavar="FILE", help="a .csv or .npy file of points")
+    logprob.add_argument("-o", "--output", required=True, help="a .csv or .npy file to write")
+    logprob.set_defaults(handler=_run_logprob)
+
+    plot = verbs.add_parser(
+        "plot", help="plot a checkpoint's density or samples", parents=[common]
+    )
+    plot.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.pt file")
+    plot.add_argument("-o", "--output", required=True, help="the .png file to write")
+    plot.add_argument(
+        "--data",
+        help="data to show beside the model: a built-in name or a .csv/.npy file "
+        "(default: the data set stored in the checkpoint)",
+    )
+    plot.add_argument(
+        "--kind",
+        choices=("density", "samples"),
+        help="density (1 or 2 features; the default there) or samples (the default above)",
+    )
+    plot.set_defaults(handler=_run_plot)
+
+    return parser
+
+
+def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
+    train_parser = verbs.add_parser(
+        "train",
+        help="train a flow on a data set",
+        description="Train a flow by maximum likelihood and write model.pt, plots and "
+        "metrics.json into a run folder.",
+        parents=[common],
+    )
+    train_parser.add_argument(
+        "data", metavar="DATA", help=f"one of {', '.join(dataset_names())}, or a .csv/.npy file"
+    )
+    train_parser.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        default="auto",
+        help="auto: unit-interval for digits, bounded when lower bounds are known or given, "
+        "else unbounded",
+    )
+    train_parser.add_argument("--coupling", choices=("spline", "affine"), default="spline")
+    train_parser.add_argument("--layers", type=_positive_int, default=DEFAULT_LAYERS)
+    train_parser.add_argument("--hidden", type=_positive_int, default=DEFAULT_HIDDEN)
+    train_parser.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS)
+    train_parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE)
+    train_parser.add_argument("--lr", type=_positive_float, default=DEFAULT_LEARNING_RATE)
+    train_parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the weights and batches"
+    )
+    train_parser.add_argument(
+        "--data-seed", type=_non_negative_int, default=0, help="seed of the data set's draws"
+    )
+    train_parser.add_argument(
+        "--lower",
+        help="per-feature lower bounds as a comma list ('none' for an unbounded feature), or "
+        f"'auto': the training minimum less {AUTO_LOWER_MARGIN:g} of the feature's range",
+    )
+    train_parser.add_argument(
+        "--out", help="folder to write into (default: a new runs/<data>-<UTC time> folder)"
+    )
+    train_parser.add_argument(
+        "--force", action="store_true", help="allow --out inside the shipped checkpoints folder"
+    )
+    train_parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train_parser.set_defaults(handler=_run_train)
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def _run_datasets(args: argparse.Namespace) -> int:
+    width = max(len(name) for name in dataset_names())
+    for name in dataset_names():
+        if name == "digits":
+            description = _DIGITS_DESCRIPTION
+        else:
+            description = TOY_DATASETS[name].description
+        print(f"{name:<{width}}  {description}")
+    print("Any .csv or .npy file of numbers (rows = points) can be given instead of a name.")
+
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def _parse_lower(text: str, split: DataSplit) -> tuple[list[float | None], bool]:
+    """Returns the bounds from ``--lower`` and whether they were chosen automatically."""
+    if text.strip().lower() == "auto":
+        low = split.train.double().min(dim=0).values
+        high = split.train.double().max(dim=0).values
+        bounds = low - AUTO_LOWER_MARGIN * (high - low)
+        return [float(bound) for bound in bounds], True
+
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != split.features:
+        raise ValueError(
+            f"--lower needs {split.features} comma-separated values (one per feature, 'none' "
+            f"for unbounded), got {len(parts)}: {text!r}"
+        )
+    bounds: list[float | None] = []
+    for part in parts:
+        if part.lower() in ("none", "-inf"):
+            bounds.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"--lower: {part!r} is neither a number nor 'none'") from None
+        if not math.isfinite(value):
+            raise ValueError(f"--lower: bounds must be finite numbers or 'none', got {part!r}")
+        bounds.append(value)
+
+    return bounds, False
+
+
+def _known_lower(split: DataSplit) -> list[float | None] | None:
+    if split.lower_bound is None:
+        return None
+    bounds = [float(bound) if math.isfinite(bound) else None for bound in split.lower_bound]
+
+    return bounds if any(bound is not None for bound in bounds) else None
+
+
+def _choose_preset(requested: str, split: DataSplit, lower: list[float | None] | None) -> str:
+    if requested == "auto":
+        if split.preprocessing == "logit01":
+            return "unit-interval"
+        return "bounded" if lower is not None else "unbounded"
+
+    if requested == "bounded" and lower is None:
+        raise ValueError(
+            f"preset 'bounded' needs lower bounds, and none are known for {split.name!r}; "
+            "give --lower (a comma list, or 'auto')"
+        )
+
+    return requested
+
+
+def _outside_share(data: Tensor, lower: list[float | None]) -> float:
+    bounded = torch.tensor([bound is not None for bound in lower])
+    bounds = torch.tensor([-math.inf if bound is None else bound for bound in lower])
+    below = (data.double() <= bounds.double()) & bounded
+
+    return below.any(dim=1).double().mean().item()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _output_folder(out: str | None, force: bool, name: str) -> Path:
+    if out is not None:
+        folder = Path(out)
+        if _inside(folder, SHIPPED_CHECKPOINTS) and not force:
+            raise ValueError(
+                f"--out {out} is inside the shipped checkpoints folder {SHIPPED_CHECKPOINTS}; "
+                "choose another folder, or pass --force to write there anyway"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}-{stamp}"
+    for attempt in range(1, 1000):
+        folder = Path("runs") / (base if attempt == 1 else f"{base}-{attempt}")
+        if _inside(folder, SHIPPED_CHECKPOINTS):
+            raise ValueError(
+                f"the default run folder {folder.resolve()} would be inside the shipped "
+                "checkpoints folder; give --out"
+            )
+        try:
+            # exist_ok=False makes the choice of a fresh folder race-free.
+            folder.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        return folder
+
+    raise ValueError(f"could not create a new run folder runs/{base}-N; give --out")
+
+
+@torch.no_grad()
+def _log_probs(flow: Flow, data: Tensor) -> Tensor:
+    dtype = flow.log_normalizer.dtype
+    device = flow.log_normalizer.device
+    parts = [
+        flow.log_prob(data[start : start + _CHUNK].to(device=device, dtype=dtype)).cpu()
+        for start in range(0, len(data), _CHUNK)
+    ]
+
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
+
+
+def _evaluate(flow: Flow, split: DataSplit) -> dict[str, Any]:
+    test_nll, test_outside = mean_negative_log_likelihood(flow, split.test)
+    metrics: dict[str, Any] = {
+        "test_points": len(split.test),
+        "test_nll_nats": test_nll,
+        "test_outside_share": test_outside,
+    }
+    if split.preprocessing == "logit01" and math.isfinite(test_nll):
+        nll = torch.tensor(-test_nll, dtype=torch.float64)
+        metrics["test_bits_per_dim"] = float(bits_per_dimension(nll, split.features))
+
+    if split.true_log_prob is not None:
+        model = _log_probs(flow, split.test).double()
+        truth = split.true_log_prob(split.test).double().cpu()
+        both = torch.isfinite(model) & torch.isfinite(truth)
+        metrics["true_test_nll_nats"] = -truth[torch.isfinite(truth)].mean().item()
+        # Points outside the model's support would make the estimate infinite; they are
+        # counted in test_outside_share instead.
+        metrics["kl_estimate_nats"] = (truth[both] - model[both]).mean().item()
+
+    return metrics
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    split = load_dataset(args.data, seed=args.data_seed)
+    auto_lower = False
+    if args.lower is not None:
+        lower, auto_lower = _parse_lower(args.lower, split)
+        if all(bound is None for bound in lower):
+            lower = None
+    else:
+        lower = _known_lower(split)
+    preset = _choose_preset(args.preset, split, lower)
+    if lower is not None and args.lower is not None and preset != "bounded":
+        raise ValueError(f"--lower needs --preset bounded or auto, not {preset!r}")
+    folder = _output_folder(args.out, args.force, split.name)
+
+    options: dict[str, Any] = {
+        "coupling": args.coupling,
+        "num_layers": args.layers,
+        "hidden_features": args.hidden,
+    }
+    if preset == "bounded":
+        options["lower"] = lower
+    # Seeded before building, so the initial weights repeat too.
+    torch.manual_seed(args.seed)
+    flow = build_flow(preset, features=split.features, **options)
+    # The flow is built in torch's default dtype; the data follow it, not the reverse.
+    dtype = flow.log_normalizer.dtype
+    split = dataclasses.replace(
+        split,
+        train=split.train.to(dtype),
+        validation=split.validation.to(dtype),
+        test=split.test.to(dtype),
+    )
+
+    batch_size = min(args.batch_size, len(split.train))
+    if batch_size < args.batch_size:
+        logger.warning("batch size lowered to the %d training points", batch_size)
+    started = time.perf_counter()
+    result = train(
+        flow,
+        split.train,
+        validation_data=split.validation,
+        steps=args.steps,
+        batch_size=batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - started
+
+    metrics = {
+        "dataset": split.name,
+        "preset": preset,
+        "features": split.features,
+        "train_points": len(split.train),
+        "training_seconds": seconds,
+        "best_step": result.best_step,
+        "best_validation_nll_nats": result.best_validation_nll,
+        "steps_completed": result.steps_completed,
+        "stop_reason": result.stop_reason,
+        **_evaluate(flow, split),
+    }
+    if auto_lower:
+        metrics["auto_lower"] = lower
+        metrics["validation_below_lower_share"] = _outside_share(split.validation, lower)
+        metrics["test_below_lower_share"] = _outside_share(split.test, lower)
+
+    source = args.data if args.data in dataset_names() else str(Path(args.data).resolve())
+    written = _write_run(folder, flow, split, result, metrics, source)
+    _print_summary(metrics, folder, written)
+
+    return 0
+
+
+def _write_run(
+    folder: Path,
+    flow: Flow,
+    split: DataSplit,
+    result: Any,
+    metrics: dict[str, Any],
+    source: str,
+) -> list[str]:
+    checkpoints.save(
+        flow, folder / "model.pt", training=result, dataset=source, metadata={"metrics": metrics}
+    )
+    written = ["model.pt"]
+
+    if split.features <= 2:
+        plots.plot_density(
+            flow, split.train, folder / "density.png", true_log_prob=split.true_log_prob
+        )
+        written.append("density.png")
+    else:
+        plots.plot_samples(flow, split.train, folder / "samples.png")
+        written.append("samples.png")
+    if result.history:
+        plots.plot_training_curve(result, folder / "training.png")
+        written.append("training.png")
+
+    text = json.dumps(json_ready(metrics), indent=2, allow_nan=False, sort_keys=True)
+    (folder / "metrics.json").write_text(text + "\n", encoding="utf-8")
+    written.append("metrics.json")
+
+    return written
+
+
+def _print_summary(metrics: dict[str, Any], folder: Path, written: list[str]) -> None:
+    print(
+        f"trained a {metrics['preset']} flow on {metrics['dataset']} "
+        f"({metrics['features']} features, {metrics['train_points']} training points) "
+        f"in {metrics['training_seconds']:.1f} s: {metrics['steps_completed']} steps "
+        f"({metrics['stop_reason']}), best validation NLL "
+        f"{metrics['best_validation_nll_nats']:.4f} at step {metrics['best_step']}"
+    )
+    line = f"test NLL {metrics['test_nll_nats']:.4f} nats"
+    if "test_bits_per_dim" in metrics:
+        line += f", {metrics['test_bits_per_dim']:.4f} bits/dim"
+    if metrics["test_outside_share"] > 0:
+        line += f" ({metrics['test_outside_share']:.2%} of test points outside the support)"
+    print(line)
+    if "true_test_nll_nats" in metrics:
+        print(
+            f"true test NLL {metrics['true_test_nll_nats']:.4f} nats; "
+            f"KL estimate {metrics['kl_estimate_nats']:.4f} nats"
+        )
+    if "auto_lower" in metrics:
+        bounds = ", ".join(f"{bound:.6g}" for bound in metrics["auto_lower"])
+        print(
+            f"automatic lower bounds {bounds}: {metrics['validation_below_lower_share']:.2%} of "
+            f"validation and {metrics['test_below_lower_share']:.2%} of test points lie below"
+        )
+    print(f"wrote {folder} ({', '.join(written)})")
+
+
+# --- sample, logprob, plot --------------------------------------------------------------------
+
+
+def _write_table(path: Path, values: np.ndarray) -> None:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npy"):
+        raise ValueError(f"{path}: the output must end in .csv or .npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    if suffix == ".npy":
+        np.save(path, values)
+    else:
+        # Enough digits to read every value back exactly.
+        digits = 9 if values.dtype == np.float32 else 17
+        np.savetxt(path, values, delimiter=",", fmt=f"%.{digits}g")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    flow = checkpoints.load(args.checkpoint)
+    output = Path(args.output)
+    if output.suffix.lower() not in (".csv", ".npy"):
+        raise ValueError(f"{output}: the output must end in .csv or .npy")
+
+    generator = torch.Generator(device=flow.log_normalizer.device).manual_seed(args.seed)
+    with torch.no_grad():
+        samples = flow.sample(
+            args.num_samples, dtype=flow.log_normalizer.dtype, generator=generator
+        )
+    _write_table(output, samples.cpu().numpy())
+    print(f"wrote {args.num_samples} samples of {flow.features} features to {output}")
+
+    return 0
+
+
+def _run_logprob(args: argparse.Namespace) -> int:
+    flow = checkpoints.load(args.checkpoint)
+    output = Path(args.output)
+    if output.suffix.lower() not in (".csv", ".npy"):
+        raise ValueError(f"{output}: the output must end in .csv or .npy")
+    values = load_array(args.data, for_training=False).values
+    if values.shape[1] != flow.features:
+        raise ValueError(
+            f"{args.data} has {values.shape[1]} feature(s) per row, but the flow in "
+            f"{args.checkpoint} models {flow.features}"
+        )
+
+    log_probs = _log_probs(flow, torch.from_numpy(values))
+    _write_table(output, log_probs.numpy())
+
+    finite = torch.isfinite(log_probs)
+    outside = int((~finite).sum())
+    mean_nll = -log_probs[finite].double().mean().item() if finite.any() else math.inf
+    print(
+        f"mean NLL {mean_nll:.4f} nats over {int(finite.sum())} rows; {outside} of "
+        f"{len(log_probs)} rows outside the support (log-likelihood -inf); wrote {output}"
+    )
+
+    return 0
+
+
+def _plot_data(source: str) -> tuple[Tensor, Callable[[Tensor], Tensor] | None]:
+    if source in dataset_names():
+        split = load_dataset(source)
+        return split.train, split.true_log_prob
+
+    return torch.from_numpy(load_array(source, for_training=False).values), None
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    flow = checkpoints.load(args.checkpoint)
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise ValueError(f"{output}: the plot is written as PNG; give a .png file")
+    source = args.data or checkpoints.read_metadata(args.checkpoint).get("dataset")
+    if not source:
+        raise ValueError(f"{args.checkpoint} names no data set; give --data")
+    data, true_log_prob = _plot_data(source)
+
+    kind = args.kind or ("density" if flow.features <= 2 else "samples")
+    if kind == "density":
+        plots.plot_density(flow, data, output, true_log_prob=true_log_prob)
+    else:
+        plots.plot_samples(flow, data, output)
+    print(f"wrote {output}")
+
+    return 0
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``flowkit`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status: 0 on success, 1 when the input or arguments are wrong (one line
+    on stderr; the traceback with ``--debug``), 2 for a usage error, 130 on Ctrl-C.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_request:
+        # --help, --version and usage errors end here; main returns instead of exiting.
+        code = exit_request.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+    try:
+        return args.handler(args)
+    except _USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"flowkit: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flowkit: interrupted", file=sys.stderr)
+        return 130

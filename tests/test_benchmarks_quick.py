@@ -1,0 +1,42 @@
+"""Smoke test of the nflows comparison benchmark with its tiny ``--quick`` budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from benchmarks.compare_nflows import main
+
+
+def test_quick_benchmark_writes_expected_report(tmp_path: Path) -> None:
+    report = main(["--quick", "--out", tmp_path])
+
+    written = json.loads((tmp_path / "compare_nflows.json").read_text())
+    assert written == json.loads(json.dumps(report))
+    assert (tmp_path / "compare_nflows.md").read_text().startswith("# flowkit vs nflows")
+    for key in ("command", "machine", "versions", "budget", "moons", "digits", "sweep"):
+        assert key in written
+    assert {"platform", "cpu_count"} <= set(written["machine"])
+    assert {"torch", "nflows", "flowkit"} <= set(written["versions"])
+    assert "--quick" in written["command"]
+
+    moons = written["moons"]
+    assert set(moons["models"]) == {"flowkit", "nflows-realnvp", "nflows-nsf"}
+    assert math.isfinite(moons["true_test_nll"])
+    for run in moons["models"].values():
+        assert math.isfinite(run["test_nll"])
+        assert abs(run["parameter_ratio"] - 1) <= 0.10
+
+    digits = written["digits"]
+    assert {"flowkit-affine", "nflows-realnvp", "nflows-nsf"} <= set(digits["models"])
+    for run in digits["models"].values():
+        assert math.isfinite(run["test_bits_per_dim"])
+
+    sweep = written["sweep"]
+    assert len(sweep["rows"]) == 7
+    for row in sweep["rows"]:
+        assert set(row["runs"]) == {"spline+elu", "spline", "affine+elu", "affine"}
+        for run in row["runs"].values():
+            assert "test_nll" not in run
+            assert math.isfinite(run["validation_nll"])
