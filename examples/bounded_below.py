@@ -17,9 +17,7 @@ from flowkit.data import load_dataset
 def fit_and_score(preset: str, split, steps: int, **options) -> dict[str, float]:
     torch.manual_seed(0)
     flow = flowkit.build_flow(preset, features=2, **options)
-    flowkit.train(
-        flow, split.train, validation_data=split.validation, steps=steps, progress=False
-    )
+    flowkit.train(flow, split.train, validation_data=split.validation, steps=steps, progress=False)
 
     with torch.no_grad():
         model = flow.log_prob(split.test)

@@ -6,8 +6,8 @@ Run: python examples/elu_in_your_own_stack.py
 from __future__ import annotations
 
 import torch
-from nflows.transforms import ActNorm, AffineCouplingTransform, RandomPermutation
 from nflows.nn.nets import ResidualNet
+from nflows.transforms import ActNorm, AffineCouplingTransform, RandomPermutation
 
 import flowkit
 from flowkit import ELU, Flow, InexactFlowError
