@@ -3,6 +3,8 @@
 import warnings
 
 from flowkit._version import __version__
+from flowkit.checkpoints import CheckpointError, load, read_metadata, save
+from flowkit.data import DataError, DataSplit, dataset_names, load_dataset
 from flowkit.flow import Flow, InexactFlowError
 from flowkit.presets import PRESETS, FlowConfig, build_flow, fit_data_dependent_layers
 from flowkit.training import TrainingResult, mean_negative_log_likelihood, train
@@ -18,6 +20,9 @@ __all__ = [
     "ELU",
     "PRESETS",
     "AffineCoupling",
+    "CheckpointError",
+    "DataError",
+    "DataSplit",
     "Flow",
     "FlowConfig",
     "InexactFlowError",
@@ -28,5 +33,10 @@ __all__ = [
     "mean_negative_log_likelihood",
     "train",
     "build_flow",
+    "dataset_names",
+    "load",
+    "load_dataset",
+    "read_metadata",
+    "save",
     "fit_data_dependent_layers",
 ]

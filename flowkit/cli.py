@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 4000
 """Training steps of ``flowkit train``."""
 
 DEFAULT_BATCH_SIZE = 256

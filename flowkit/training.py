@@ -210,7 +210,10 @@ def train(
         fit_data_dependent_layers(flow, train_data[:8192])
     _check_training_support(flow, train_data)
 
-    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    # foreach: one fused update over all tensors, which matters for many small layers.
+    optimizer = torch.optim.Adam(
+        flow.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True
+    )
 
     def learning_rate_factor(step: int) -> float:
         if step < warmup_steps:

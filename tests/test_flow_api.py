@@ -23,8 +23,8 @@ PRESET_CASES = {
         {"preset": "unbounded", "elu_tail": False},
         lambda n, d: torch.randn(n, d),
     ),
-    "bounded": (
-        {"preset": "bounded"},
+    "bounded-elu-tail": (
+        {"preset": "bounded", "elu_tail": True},
         lambda n, d: torch.exp(torch.randn(n, d)),
     ),
     "unit-interval": ({"preset": "unit-interval"}, lambda n, d: torch.rand(n, d)),

@@ -67,7 +67,11 @@ def elu_toward_data_flow() -> Flow:
 
 # name -> (builder, data maker, index of the first layer of the smooth coordinate)
 PLACEMENTS = {
-    "elu-tail-next-to-base": (lambda: build_flow("unbounded", 2, **TINY), two_blobs, 0),
+    "elu-tail-next-to-base": (
+        lambda: build_flow("unbounded", 2, elu_tail=True, **TINY),
+        two_blobs,
+        0,
+    ),
     "lower-bounded-output": (
         lambda: build_flow("bounded", 2, lower=[0.0, None], **TINY),
         skewed_positive,
