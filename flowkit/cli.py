@@ -39,8 +39,6 @@ from flowkit.training import mean_negative_log_likelihood, train
 __all__ = [
     "AUTO_LOWER_MARGIN",
     "DEFAULT_BATCH_SIZE",
-    "DEFAULT_HIDDEN",
-    "DEFAULT_LAYERS",
     "DEFAULT_LEARNING_RATE",
     "DEFAULT_STEPS",
     "SHIPPED_CHECKPOINTS",
@@ -58,12 +56,6 @@ DEFAULT_BATCH_SIZE = 256
 
 DEFAULT_LEARNING_RATE = 2e-3
 """Peak learning rate."""
-
-DEFAULT_LAYERS = 4
-"""Coupling layers."""
-
-DEFAULT_HIDDEN = 64
-"""Width of each conditioner network."""
 
 AUTO_LOWER_MARGIN = 0.05
 """``--lower auto`` puts each bound this share of the feature's training range below its
@@ -213,12 +205,26 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="auto: unit-interval for digits, bounded when lower bounds are known or given, "
         "else unbounded",
     )
-    train_parser.add_argument("--coupling", choices=("spline", "affine"), default="spline")
-    train_parser.add_argument("--layers", type=_positive_int, default=DEFAULT_LAYERS)
-    train_parser.add_argument("--hidden", type=_positive_int, default=DEFAULT_HIDDEN)
-    train_parser.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS)
-    train_parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE)
-    train_parser.add_argument("--lr", type=_positive_float, default=DEFAULT_LEARNING_RATE)
+    train_parser.add_argument(
+        "--coupling",
+        choices=("spline", "affine"),
+        help="coupling layers (default: the preset's, spline for 2-D data)",
+    )
+    train_parser.add_argument(
+        "--layers", type=_positive_int, help="coupling layers (default: the preset's)"
+    )
+    train_parser.add_argument(
+        "--hidden", type=_positive_int, help="conditioner width (default: the preset's)"
+    )
+    train_parser.add_argument(
+        "--steps", type=_positive_int, default=DEFAULT_STEPS, help="optimizer steps"
+    )
+    train_parser.add_argument(
+        "--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="points per step"
+    )
+    train_parser.add_argument(
+        "--lr", type=_positive_float, default=DEFAULT_LEARNING_RATE, help="peak learning rate"
+    )
     train_parser.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of the weights and batches"
     )
@@ -404,11 +410,9 @@ def _run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--lower needs --preset bounded or auto, not {preset!r}")
     folder = _output_folder(args.out, args.force, split.name)
 
-    options: dict[str, Any] = {
-        "coupling": args.coupling,
-        "num_layers": args.layers,
-        "hidden_features": args.hidden,
-    }
+    # Options left out take the preset's own defaults (see flowkit.presets.PRESET_DEFAULTS).
+    given = {"coupling": args.coupling, "num_layers": args.layers, "hidden_features": args.hidden}
+    options: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if preset == "bounded":
         options["lower"] = lower
     # Seeded before building, so the initial weights repeat too.
@@ -436,6 +440,7 @@ def _run_train(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         seed=args.seed,
         progress=not args.no_progress,
+        augment=split.augment,
     )
     seconds = time.perf_counter() - started
 

@@ -17,13 +17,27 @@ from flowkit.nets import ResidualConditioner
 from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
 from flowkit.transforms.domain import RestrictedDomain
 
-__all__ = ["FlowConfig", "PRESETS", "build_flow", "fit_data_dependent_layers"]
+__all__ = [
+    "FlowConfig",
+    "PRESETS",
+    "PRESET_DEFAULTS",
+    "build_flow",
+    "fit_data_dependent_layers",
+]
 
 PRESETS: dict[str, str] = {
     "unbounded": "data on the whole real line: standardize, spline couplings",
     "bounded": "data bounded below by known bounds: lower-bounded ELU output layer, couplings",
     "unit-interval": "data in [0, 1] such as dequantized pixels: logit, couplings",
 }
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "unbounded": {},
+    "bounded": {},
+    # Chosen on digits' validation split: 1257 images overfit a wider flow within a few
+    # hundred steps, and dropout with a narrower, LU-mixed spline flow did best.
+    "unit-interval": {"mixing": "lu", "num_blocks": 1, "dropout": 0.2, "num_bins": 6},
+}
+"""Options :func:`build_flow` takes for each preset unless the caller gives them."""
 COUPLINGS = ("spline", "affine")
 MIXINGS = ("none", "lu")
 
@@ -178,9 +192,10 @@ def build_flow(preset: str | FlowConfig = "unbounded", features: int = 2, **opti
     """Builds a preset flow; the same stacks can be put together by hand from the layers.
 
     Args:
-        preset: a name from :data:`PRESETS`, or a :class:`FlowConfig`.
+        preset: a name from :data:`PRESETS`, or a :class:`FlowConfig` (used as it is).
         features: number of data features.
-        **options: any other :class:`FlowConfig` field.
+        **options: any other :class:`FlowConfig` field; those not given take the preset's
+            :data:`PRESET_DEFAULTS`, then the :class:`FlowConfig` defaults.
 
     Returns:
         An exact :class:`~flowkit.flow.Flow` whose data-dependent layers still need
@@ -194,6 +209,7 @@ def build_flow(preset: str | FlowConfig = "unbounded", features: int = 2, **opti
     if isinstance(preset, FlowConfig):
         config = preset
     else:
+        options = {**PRESET_DEFAULTS.get(preset, {}), **options}
         config = FlowConfig(preset=preset, features=features, **options)
 
     layers = _data_side(config) + _body(config)

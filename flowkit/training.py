@@ -141,6 +141,7 @@ def train(
     progress: bool = True,
     initialize: bool = True,
     on_validation: Callable[[Flow, dict[str, float]], None] | None = None,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> TrainingResult:
     """Trains ``flow`` by maximum likelihood and leaves it holding the best weights.
 
@@ -171,6 +172,8 @@ def train(
         progress: show a tqdm progress bar.
         initialize: fit standardization, bounds and ActNorm on the training data first.
         on_validation: called with the flow and the new history row after each validation.
+        augment: redraws the random part of each training batch, ``augment(batch,
+            generator)``, for example fresh dequantization noise (``DataSplit.augment``).
 
     Returns:
         A :class:`TrainingResult`.
@@ -235,6 +238,8 @@ def train(
         for step in range(1, steps + 1):
             indices = torch.randint(len(train_data), (batch_size,), generator=generator)
             batch = train_data[indices.to(device)]
+            if augment is not None:
+                batch = augment(batch, generator)
 
             loss = -flow.log_prob(batch).mean()
             if not torch.isfinite(loss):

@@ -7,6 +7,7 @@ from flowkit.data.digits import (
     DIGITS_SPLIT_SIZES,
     bits_per_dimension,
     load_digits_split,
+    redequantize,
 )
 from flowkit.data.errors import DataError, DensityNotAvailableError
 from flowkit.data.files import SUPPORTED_SUFFIXES, LoadedArray, load_array
@@ -31,6 +32,7 @@ __all__ = [
     "load_array",
     "load_dataset",
     "load_digits_split",
+    "redequantize",
     "split_rows",
     "toy_names",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "DIGITS_SPLIT_SIZES",
     "bits_per_dimension",
     "load_digits_split",
+    "redequantize",
 ]
 
 DIGITS_LEVELS = 17
@@ -109,7 +110,21 @@ def load_digits_split(seed: int = 0, classes: Sequence[int] | None = None) -> Da
         true_log_prob=None,
         preprocessing="logit01",
         source="digits",
+        augment=redequantize,
     )
+
+
+def redequantize(batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    r"""Draws fresh dequantization noise for dequantized digits.
+
+    Recovers the pixel value :math:`v = \lfloor 17 x \rfloor` (clamped to 0..16) and returns
+    :math:`(v + u) / 17` with a new :math:`u \sim U[0, 1)`, in the batch's dtype.
+    """
+    levels = DIGITS_LEVELS
+    values = torch.clamp(torch.floor(batch * levels), 0, levels - 1)
+    noise = torch.rand(batch.shape, generator=generator, dtype=batch.dtype)
+
+    return (values + noise.to(batch.device)) / levels
 
 
 def bits_per_dimension(log_prob_nats: Tensor, features: int) -> Tensor:

@@ -29,6 +29,9 @@ class DataSplit:
         preprocessing: ``"logit01"`` for data in [0, 1) that a flow should map to the real
             line with the logit pre-processing (digits), else None.
         source: where the data came from (toy name, ``"digits"``, or the file path).
+        augment: redraws the random part of a training batch, ``augment(batch, generator)``
+            (digits: fresh dequantization noise at every step, so that a flow cannot learn
+            the fixed noise of 1257 images by heart), or None.
     """
 
     train: Tensor
@@ -39,6 +42,7 @@ class DataSplit:
     true_log_prob: Callable[[Tensor], Tensor] | None = None
     preprocessing: str | None = None
     source: str = ""
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     @property
     def features(self) -> int:

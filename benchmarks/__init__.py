@@ -1,0 +1,1 @@
+"""Side-by-side speed and quality benchmarks of flowkit against other flow libraries."""
