@@ -8,6 +8,7 @@ import pytest
 import torch
 from nflows.transforms import ActNorm, LULinear
 
+import flowkit
 from flowkit import ELU, Flow, FlowConfig, InexactFlowError, build_flow, train
 from flowkit.presets import fit_data_dependent_layers
 
@@ -251,3 +252,39 @@ def test_training_stops_cleanly_on_a_non_finite_loss():
     assert result.stop_reason == "non-finite loss"
     assert all(torch.isfinite(p).all() for p in flow.parameters())
     assert result.best_step > 0
+
+
+def test_support_guard_undoes_steps_that_push_training_points_out():
+    torch.manual_seed(0)
+    data = torch.exp(0.6 * torch.randn(2000, 2))
+    layers = [
+        flowkit.Standardize(2),
+        ELU(2, alpha=1.0, orientation="noise_to_data"),
+        ActNorm(2),
+        flowkit.AffineCoupling(torch.tensor([1, 0]), lambda i, o: _tiny_net(i, o)),
+    ]
+    flow = Flow(layers, features=2)
+    floor = ((data.min(dim=0).values - data.mean(dim=0)) / data.std(dim=0)).min().item()
+    with torch.no_grad():
+        # alpha just above the lowest standardized point: likelihood pulls it onto the data.
+        layers[1].log_alpha.fill_(math.log(-floor + 1e-3))
+
+    result = train(
+        flow,
+        data,
+        steps=150,
+        batch_size=512,
+        learning_rate=0.05,
+        warmup_steps=1,
+        validation_interval=25,
+        progress=False,
+    )
+
+    assert result.undone_steps > 0
+    assert torch.isfinite(flow.log_prob(data)).all()
+
+
+def _tiny_net(in_features, out_features):
+    from flowkit.nets import ResidualConditioner
+
+    return ResidualConditioner(in_features, out_features, hidden_features=8, num_blocks=1)
