@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import math
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +399,26 @@ def _evaluate(flow: Flow, split: DataSplit) -> dict[str, Any]:
     return metrics
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turns SIGTERM into the same clean stop as Ctrl-C while training runs.
+
+    The trainer then keeps the best weights and the run folder gets its checkpoint.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signal_number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     split = load_dataset(args.data, seed=args.data_seed)
     auto_lower = False
@@ -431,17 +454,18 @@ def _run_train(args: argparse.Namespace) -> int:
     if batch_size < args.batch_size:
         logger.warning("batch size lowered to the %d training points", batch_size)
     started = time.perf_counter()
-    result = train(
-        flow,
-        split.train,
-        validation_data=split.validation,
-        steps=args.steps,
-        batch_size=batch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-        progress=not args.no_progress,
-        augment=split.augment,
-    )
+    with _sigterm_as_interrupt():
+        result = train(
+            flow,
+            split.train,
+            validation_data=split.validation,
+            steps=args.steps,
+            batch_size=batch_size,
+            learning_rate=args.lr,
+            seed=args.seed,
+            progress=not args.no_progress,
+            augment=split.augment,
+        )
     seconds = time.perf_counter() - started
 
     metrics = {

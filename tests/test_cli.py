@@ -219,3 +219,51 @@ def test_module_entry_point_help() -> None:
     assert completed.returncode == 0, completed.stderr
     for verb in ("datasets", "train", "sample", "logprob", "plot"):
         assert verb in completed.stdout
+
+
+def test_sigterm_during_training_keeps_the_best_model(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "flowkit",
+        "train",
+        "moons",
+        "--steps",
+        "1000000",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--out",
+        str(run),
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=environment)
+    seen = bytearray()
+
+    def read_stderr() -> None:
+        while chunk := process.stderr.read(1):
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while b"training" not in seen and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=120)
+    reader.join(timeout=5)
+    process.stderr.close()
+
+    assert code == 0, bytes(seen).decode(errors="replace")[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stop_reason"] == "interrupted"
+    assert (run / "model.pt").exists()
