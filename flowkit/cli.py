@@ -245,6 +245,13 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     train_parser.add_argument(
         "--force", action="store_true", help="allow --out inside the shipped checkpoints folder"
     )
+    train_parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch CPU threads (default 1: flows this small gain nothing from more, and "
+        "two threads slow down sharply when the cores are shared)",
+    )
     train_parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train_parser.set_defaults(handler=_run_train)
 
@@ -420,6 +427,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     split = load_dataset(args.data, seed=args.data_seed)
     auto_lower = False
     if args.lower is not None:

@@ -8,7 +8,7 @@ import torch
 from nflows.transforms import InputOutsideDomain, Transform
 from torch import Tensor
 
-from flowkit.transforms.domain import ElementwiseMonotone, RestrictedDomain, describe_violation
+from flowkit.transforms.domain import ElementwiseMonotone, RestrictedDomain
 
 __all__ = ["Logit"]
 
@@ -44,10 +44,11 @@ class Logit(RestrictedDomain, ElementwiseMonotone, Transform):
         squeezed = self._squeeze(inputs)
         inside = (squeezed > 0) & (squeezed < 1)
         if not torch.all(inside):
+            row, column = (~inside).nonzero()[0].tolist()
             raise InputOutsideDomain(
-                describe_violation(
-                    inputs, inputs.new_tensor(0.0), inside, "the logit layer", "within [0, 1]"
-                )
+                f"the logit layer needs inputs in [0, 1] (up to its squeeze {self.epsilon:g}); "
+                f"got {inputs[row, column].item():.8g} at row {row}, feature {column} "
+                f"({int((~inside).sum())} entries outside)"
             )
 
         log_p, log_one_minus_p = torch.log(squeezed), torch.log1p(-squeezed)

@@ -40,6 +40,10 @@ class LowerBound(RestrictedDomain, ElementwiseMonotone, Transform):
     the bound onto it in float32. Rows with :math:`x \le l` are outside the support; the
     flow gives them a log-density of exactly ``-inf``.
 
+    Far in the left tail, :math:`l + d` rounds onto :math:`l` itself, where the density is
+    zero; sampling returns the next float above :math:`l` instead, so every sample keeps a
+    finite log-density.
+
     Features whose bound is ``-inf`` are unbounded and only standardized:
     :math:`z = (x - \mu)/\sigma`.
 
