@@ -129,7 +129,8 @@ class Flow(nn.Module):
 
     For flows meant for data without a lower bound, ``log_prob`` is finite everywhere, with
     one exception: in float32 the base's :math:`z^2` overflows once a noise value passes
-    about 1.8e19, and such a point gets ``-inf``; use float64 for inputs that far out.
+    about 1.8e19, and such a point gets ``-inf``; convert the flow and its inputs to float64
+    for points that far out.
 
     A stack with an image-restricting layer elsewhere loses base mass and is refused with
     :class:`InexactFlowError` unless ``allow_inexact=True``. Such a flow then samples by
@@ -182,12 +183,17 @@ class Flow(nn.Module):
         self.register_buffer("log_normalizer", torch.zeros(()))
         self.register_buffer("log_normalizer_error", torch.zeros(()))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the flow's parameters and buffers."""
+        return self.log_normalizer.dtype
+
     # --- the base ---------------------------------------------------------------------------
 
     def base_box(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
         """Returns the ends ``(a, b)`` of the box the base is truncated to (infinite if none)."""
         reference = self.log_normalizer
-        dtype = dtype or torch.get_default_dtype()
+        dtype = dtype or self.dtype
         lower = torch.full((self.features,), -math.inf, dtype=dtype, device=reference.device)
         upper = torch.full_like(lower, math.inf)
         for layer in self.layers[self.support.tail_start :]:
@@ -229,6 +235,11 @@ class Flow(nn.Module):
             )
         if not inputs.is_floating_point():
             raise TypeError(f"inputs must be floating point; got {inputs.dtype}")
+        if inputs.dtype != self.dtype:
+            raise TypeError(
+                f"inputs are {inputs.dtype} but the flow is {self.dtype}; convert the inputs "
+                f"with .to({self.dtype}) or the flow with .to({inputs.dtype})"
+            )
         if inputs.device != self.log_normalizer.device:
             raise ValueError(
                 f"inputs are on {inputs.device} but the flow is on "
@@ -301,12 +312,17 @@ class Flow(nn.Module):
 
         Args:
             num_samples: how many points, 0 or more.
-            dtype: floating dtype of the draws (default: torch's default dtype).
+            dtype: floating dtype of the draws; must be the flow's (the default).
             generator: a ``torch.Generator`` for repeatable draws.
         """
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
             raise ValueError(f"num_samples must be a non-negative integer; got {num_samples!r}")
-        dtype = dtype or torch.get_default_dtype()
+        dtype = dtype or self.dtype
+        if dtype != self.dtype:
+            raise TypeError(
+                f"cannot sample {dtype} from a {self.dtype} flow; convert the flow with "
+                f".to({dtype}) first"
+            )
         if num_samples == 0:
             device = self.log_normalizer.device
             return (

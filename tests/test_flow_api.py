@@ -114,7 +114,8 @@ def test_sampling_is_repeatable_with_a_generator():
         (torch.zeros(3, 3), ValueError, r"shape \(batch, 2\)"),
         (torch.zeros(3), ValueError, r"shape \(batch, 2\)"),
         (torch.zeros(3, 2, dtype=torch.int64), TypeError, "floating point"),
-        (torch.tensor([[0.0, math.nan]]), ValueError, "NaN in rows"),
+        (torch.tensor([[0.0, math.nan]], dtype=torch.float64), ValueError, "NaN in rows"),
+        (torch.zeros(3, 2, dtype=torch.float32), TypeError, "inputs are torch.float32 but"),
         ([[0.0, 0.0]], TypeError, "torch.Tensor"),
     ],
 )
@@ -123,6 +124,13 @@ def test_log_prob_rejects_bad_inputs(inputs, error, message):
 
     with pytest.raises(error, match=message):
         flow.log_prob(inputs)
+
+
+def test_sample_rejects_a_dtype_other_than_the_flows():
+    flow, _ = make_flow("unbounded-spline", 2)
+
+    with pytest.raises(TypeError, match="cannot sample torch.float32 from a torch.float64"):
+        flow.sample(3, dtype=torch.float32)
 
 
 def test_log_prob_rejects_a_tensor_on_another_device():
