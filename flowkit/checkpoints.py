@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import math
@@ -17,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from flowkit._version import __version__
 from flowkit.flow import Flow
 from flowkit.presets import FlowConfig, build_flow
-from flowkit.training import TrainingResult
+from flowkit.training import RESUME_STATE_KEYS, TrainingResult
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -30,7 +32,9 @@ __all__ = [
     "json_ready",
     "load",
     "read_metadata",
+    "read_training_state",
     "save",
+    "weights_digest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,6 +128,21 @@ def _build_metadata(
     return json_ready(provenance)
 
 
+def weights_digest(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dictionary's names, dtypes, shapes and bytes, in name order.
+
+    Stored beside the weights, it lets :func:`load` tell damaged weights from good ones:
+    bytes flipped inside an intact archive would otherwise load and crash deep in a layer.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+
+    return digest.hexdigest()
+
+
 def save(
     flow: Flow,
     path: str | os.PathLike[str],
@@ -139,7 +158,8 @@ def save(
         {"format": "flowkit-checkpoint", "schema_version": 1,
          "config_json": <the builder's configuration as JSON>,
          "state_dict": <flow.state_dict()>,
-         "metadata_json": <provenance as JSON>}
+         "metadata_json": <provenance as JSON>,
+         "training_state": <TrainingResult.resume_state, when training has one>}
 
     The metadata JSON holds ``flowkit_version``, ``torch_version``, ``nflows_version``,
     ``python_version``, ``created_utc`` (ISO 8601), ``dataset``, ``training`` (arguments,
@@ -147,6 +167,11 @@ def save(
     ``undone_steps``, ``history``; or None) and ``user`` (the ``metadata`` given). Non-finite
     floats are stored as the strings ``"inf"``, ``"-inf"`` and ``"nan"`` (see
     :func:`json_ready`), so the JSON stays standard.
+
+    ``training_state`` (optional, so files without it stay valid under schema 1) holds what
+    ``flowkit train --resume`` and ``train(..., resume=...)`` need to continue the run: the
+    last weights, optimizer, scheduler, step and random states, all tensors and plain
+    values; :func:`read_training_state` reads it back.
 
     The file is written to a temporary file in the same folder, synced to disk and then
     renamed over ``path``, so a failed write leaves any previous checkpoint intact.
@@ -171,15 +196,19 @@ def save(
             "yourself with torch.save"
         )
 
+    state = flow.state_dict()
     payload = {
         "format": CHECKPOINT_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "config_json": json.dumps(json_ready(flow.config), allow_nan=False, sort_keys=True),
-        "state_dict": flow.state_dict(),
+        "state_dict": state,
+        "weights_sha256": weights_digest(state),
         "metadata_json": json.dumps(
             _build_metadata(metadata, training, dataset), allow_nan=False, sort_keys=True
         ),
     }
+    if training is not None and training.resume_state is not None:
+        payload["training_state"] = training.resume_state
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,6 +318,29 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return result
 
 
+def read_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Returns the state a training run left in a checkpoint, for ``train(..., resume=...)``.
+
+    Read on the CPU with ``torch.load(..., weights_only=True)``, like :func:`load`.
+
+    Raises:
+        CheckpointError: as :func:`load`, or the file holds no complete training state (it
+            was saved without a training run, or by an older flowkit).
+    """
+    path = Path(path)
+    state = _read_payload(path, "cpu").get("training_state")
+    if state is None:
+        raise CheckpointError(
+            f"{path}: holds no training state to resume from (it was saved without a "
+            "training run, or by an older flowkit); start a new run instead"
+        )
+    missing = [key for key in RESUME_STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: damaged training state, missing {missing}")
+
+    return state
+
+
 def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Flow:
     """Rebuilds a flow from a checkpoint written by :func:`save`, in eval mode.
 
@@ -317,6 +369,13 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Flow:
     state = payload["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: damaged checkpoint, the weights are not a dictionary")
+
+    stored_digest = payload.get("weights_sha256")
+    if stored_digest is not None and stored_digest != weights_digest(state):
+        raise CheckpointError(
+            f"{path}: damaged checkpoint, the weights do not match their stored SHA-256 "
+            "checksum (the file was changed or corrupted after it was written)"
+        )
 
     flow = build_flow(config)
     dtypes = {value.dtype for value in state.values() if torch.is_floating_point(value)}

@@ -243,7 +243,9 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--out", help="folder to write into (default: a new runs/<data>-<UTC time> folder)"
     )
     train_parser.add_argument(
-        "--force", action="store_true", help="allow --out inside the shipped checkpoints folder"
+        "--force",
+        action="store_true",
+        help="allow --out inside the shipped checkpoints folder or over an earlier run",
     )
     train_parser.add_argument(
         "--threads",
@@ -253,6 +255,22 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
         "two threads slow down sharply when the cores are shared)",
     )
     train_parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train_parser.add_argument(
+        "--drop-nonfinite",
+        action="store_true",
+        help="drop the rows of a data file that hold NaN or inf (default: an error naming them)",
+    )
+    train_parser.add_argument(
+        "--drop-constant",
+        action="store_true",
+        help="drop the constant columns of a data file (default: an error naming them)",
+    )
+    train_parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue the run that wrote this model.pt (same DATA, --data-seed, --seed and "
+        "--batch-size; the architecture comes from the checkpoint; --steps counts the total)",
+    )
     train_parser.set_defaults(handler=_run_train)
 
 
@@ -349,6 +367,11 @@ def _output_folder(out: str | None, force: bool, name: str) -> Path:
                 f"--out {out} is inside the shipped checkpoints folder {SHIPPED_CHECKPOINTS}; "
                 "choose another folder, or pass --force to write there anyway"
             )
+        if (folder / "model.pt").exists() and not force:
+            raise ValueError(
+                f"--out {out} already holds a model.pt from an earlier run; choose another "
+                "folder, or pass --force to overwrite it"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -426,9 +449,55 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    # The architecture is the checkpoint's; a flag that asks for another would be ignored.
+    given = [
+        flag
+        for flag, value in (
+            ("--coupling", args.coupling),
+            ("--layers", args.layers),
+            ("--hidden", args.hidden),
+            ("--lower", args.lower),
+        )
+        if value is not None
+    ]
+    if args.preset != "auto":
+        given.insert(0, "--preset")
+    if given:
+        raise ValueError(
+            f"--resume takes the architecture from {args.resume}; drop {', '.join(given)}"
+        )
+
+
+def _resumed_flow(args: argparse.Namespace) -> tuple[Flow, dict[str, Any], str]:
+    """The flow, training state and preset of the checkpoint named by ``--resume``."""
+    _check_resume_flags(args)
+    state = checkpoints.read_training_state(args.resume)
+    flow = checkpoints.load(args.resume)
+    preset = checkpoints.read_metadata(args.resume)["config"].get("preset", "unknown")
+
+    return flow, state, str(preset)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    split = load_dataset(args.data, seed=args.data_seed)
+    split = load_dataset(
+        args.data,
+        seed=args.data_seed,
+        drop_nonfinite=args.drop_nonfinite,
+        drop_constant=args.drop_constant,
+    )
+    if args.batch_size > len(split.train):
+        raise ValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(split.train)} training "
+            f"points of {split.name}; give at most {len(split.train)}"
+        )
+    if args.resume is not None:
+        # Read before the run folder is made, so a bad checkpoint leaves nothing behind.
+        flow, resume, preset = _resumed_flow(args)
+        folder = _output_folder(args.out, args.force, split.name)
+        return _train_and_write(args, split, flow, preset, None, False, resume, folder)
+
     auto_lower = False
     if args.lower is not None:
         lower, auto_lower = _parse_lower(args.lower, split)
@@ -449,6 +518,26 @@ def _run_train(args: argparse.Namespace) -> int:
     # Seeded before building, so the initial weights repeat too.
     torch.manual_seed(args.seed)
     flow = build_flow(preset, features=split.features, **options)
+
+    return _train_and_write(args, split, flow, preset, lower, auto_lower, None, folder)
+
+
+def _train_and_write(
+    args: argparse.Namespace,
+    split: DataSplit,
+    flow: Flow,
+    preset: str,
+    lower: list[float | None] | None,
+    auto_lower: bool,
+    resume: dict[str, Any] | None,
+    folder: Path,
+) -> int:
+    """Trains ``flow`` (fresh, or continuing ``resume``) and writes the run folder."""
+    if split.features != flow.features:
+        raise ValueError(
+            f"{args.data} has {split.features} feature(s), but the flow in {args.resume} "
+            f"models {flow.features}"
+        )
     # The flow is built in torch's default dtype; the data follow it, not the reverse.
     dtype = flow.log_normalizer.dtype
     split = dataclasses.replace(
@@ -458,9 +547,6 @@ def _run_train(args: argparse.Namespace) -> int:
         test=split.test.to(dtype),
     )
 
-    batch_size = min(args.batch_size, len(split.train))
-    if batch_size < args.batch_size:
-        logger.warning("batch size lowered to the %d training points", batch_size)
     started = time.perf_counter()
     with _sigterm_as_interrupt():
         result = train(
@@ -468,11 +554,12 @@ def _run_train(args: argparse.Namespace) -> int:
             split.train,
             validation_data=split.validation,
             steps=args.steps,
-            batch_size=batch_size,
+            batch_size=args.batch_size,
             learning_rate=args.lr,
             seed=args.seed,
             progress=not args.no_progress,
             augment=split.augment,
+            resume=resume,
         )
     seconds = time.perf_counter() - started
 
@@ -488,6 +575,9 @@ def _run_train(args: argparse.Namespace) -> int:
         "stop_reason": result.stop_reason,
         **_evaluate(flow, split),
     }
+    if resume is not None:
+        metrics["resumed_from"] = str(Path(args.resume).resolve())
+        metrics["resumed_at_step"] = int(resume["step"])
     if auto_lower:
         metrics["auto_lower"] = lower
         metrics["validation_below_lower_share"] = _outside_share(split.validation, lower)
@@ -497,7 +587,8 @@ def _run_train(args: argparse.Namespace) -> int:
     written = _write_run(folder, flow, split, result, metrics, source)
     _print_summary(metrics, folder, written)
 
-    return 0
+    # An interrupted run still wrote its folder; the status tells scripts it did not finish.
+    return 130 if result.stop_reason == "interrupted" else 0
 
 
 def _write_run(
@@ -534,7 +625,7 @@ def _write_run(
 
 def _print_summary(metrics: dict[str, Any], folder: Path, written: list[str]) -> None:
     print(
-        f"trained a {metrics['preset']} flow on {metrics['dataset']} "
+        f"trained the {metrics['preset']} preset on {metrics['dataset']} "
         f"({metrics['features']} features, {metrics['train_points']} training points) "
         f"in {metrics['training_seconds']:.1f} s: {metrics['steps_completed']} steps "
         f"({metrics['stop_reason']}), best validation NLL "
@@ -685,3 +776,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the last resort keeps the one-line promise
+        if args.debug:
+            raise
+        print(
+            f"flowkit: internal error: {type(error).__name__}: {_one_line(error)} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1

@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +18,32 @@ from flowkit.flow import Flow
 from flowkit.presets import fit_data_dependent_layers
 from flowkit.transforms import ELU
 
-__all__ = ["TrainingResult", "train", "mean_negative_log_likelihood"]
+__all__ = ["RESUME_STATE_KEYS", "TrainingResult", "train", "mean_negative_log_likelihood"]
 
 logger = logging.getLogger(__name__)
+
+RESUME_STATE_KEYS = (
+    "step",
+    "flow",
+    "optimizer",
+    "scheduler",
+    "generator",
+    "torch_rng",
+    "history",
+    "best_step",
+    "best_validation_nll",
+    "validations_without_improvement",
+    "interval_losses",
+    "undone_steps",
+    "seconds",
+    "train_points",
+    "train_checksum",
+    "arguments",
+)
+"""The keys of :attr:`TrainingResult.resume_state`, each a tensor or a plain value."""
+
+# Arguments that change what a resumed run computes; a resume with other values is refused.
+_RESUME_FIXED_ARGUMENTS = ("batch_size", "seed", "validation_fraction")
 
 
 @dataclass
@@ -34,10 +57,17 @@ class TrainingResult:
         best_step: the step whose weights the flow holds at the end.
         best_validation_nll: validation NLL at that step (nats per point).
         steps_completed: optimizer steps taken.
-        stop_reason: ``"completed"``, ``"early stopping"``, ``"non-finite loss"`` or
-            ``"interrupted"``.
+        stop_reason: ``"completed"``, ``"early stopping"``, ``"non-finite loss"``,
+            ``"interrupted"`` or ``"paused"`` (``stop_after`` reached).
         undone_steps: steps undone by the support guard.
         arguments: the training arguments, for provenance.
+        resume_state: what ``train(..., resume=...)`` needs to continue the run (the keys of
+            :data:`RESUME_STATE_KEYS`): the weights at the last step (the flow itself holds
+            the best ones), the optimizer's and the scheduler's state dictionaries, the
+            step, the batch generator's and torch's random states, the validation history,
+            the early-stopping counter and a fingerprint of the training data. Tensors and
+            plain values only, so :func:`flowkit.save` stores it and ``torch.load(...,
+            weights_only=True)`` reads it back.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -47,6 +77,7 @@ class TrainingResult:
     stop_reason: str = "completed"
     undone_steps: int = 0
     arguments: dict[str, Any] = field(default_factory=dict)
+    resume_state: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @torch.no_grad()
@@ -142,6 +173,8 @@ def train(
     initialize: bool = True,
     on_validation: Callable[[Flow, dict[str, float]], None] | None = None,
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    resume: Mapping[str, Any] | None = None,
+    stop_after: int | None = None,
 ) -> TrainingResult:
     """Trains ``flow`` by maximum likelihood and leaves it holding the best weights.
 
@@ -155,6 +188,16 @@ def train(
     is checked on its batch and every validation on the whole training set: a step that
     pushes a training point out of the support is undone and retried with half the
     learning rate.
+
+    A run continues where another stopped with ``resume=result.resume_state`` (or
+    :func:`flowkit.checkpoints.read_training_state` of its checkpoint), given the flow that
+    run left (holding its best weights, as :func:`flowkit.load` returns it), the same data
+    and the same ``seed``, ``batch_size`` and ``validation_fraction``; ``steps`` counts the
+    total. On CPU, a run paused with ``stop_after=n`` and resumed ends with the same weights,
+    to the last bit, as one uninterrupted run of ``steps``: the learning-rate schedule
+    follows ``steps``, not the length of each piece. A run stopped by Ctrl-C resumes from the
+    weights it had at that moment; it repeats an uninterrupted run exactly only if the stop
+    fell between two steps.
 
     Args:
         flow: the flow to train, in the data's own units.
@@ -174,6 +217,10 @@ def train(
         on_validation: called with the flow and the new history row after each validation.
         augment: redraws the random part of each training batch, ``augment(batch,
             generator)``, for example fresh dequantization noise (``DataSplit.augment``).
+        resume: a :attr:`TrainingResult.resume_state` to continue from; ``initialize`` is
+            then ignored.
+        stop_after: end this run once this many steps (in total) are done, keeping the
+            schedule of ``steps``; the result's ``stop_reason`` is ``"paused"``.
 
     Returns:
         A :class:`TrainingResult`.
@@ -203,13 +250,19 @@ def train(
     else:
         train_data = data
     _check_arguments(train_data, validation_data, arguments)
+    if stop_after is not None and (
+        isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1
+    ):
+        raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
 
     # Data follow the flow's device and dtype, so that float32 data train a float64 flow.
     reference = flow.log_normalizer
     train_data = train_data.to(device=reference.device, dtype=reference.dtype)
     validation_data = validation_data.to(device=reference.device, dtype=reference.dtype)
     device = reference.device
-    if initialize:
+    if resume is not None:
+        _check_resume(resume, arguments, train_data)
+    elif initialize:
         fit_data_dependent_layers(flow, train_data[:8192])
     _check_training_support(flow, train_data)
 
@@ -227,15 +280,43 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     guard = _support_depends_on_parameters(flow)
     result = TrainingResult(arguments=arguments)
+    # A resumed run's flow holds the best weights of the run it continues.
     best_state = copy.deepcopy(flow.state_dict())
     validations_without_improvement = 0
     interval_losses: list[float] = []
-    started = time.perf_counter()
+    first_step, seconds_before = 1, 0.0
+    if resume is not None:
+        flow.load_state_dict(resume["flow"])
+        # The optimizer after the scheduler: the scheduler's constructor sets the rate.
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        result.history = [dict(row) for row in resume["history"]]
+        result.best_step = int(resume["best_step"])
+        result.best_validation_nll = float(resume["best_validation_nll"])
+        result.undone_steps = int(resume["undone_steps"])
+        result.steps_completed = int(resume["step"])
+        validations_without_improvement = int(resume["validations_without_improvement"])
+        interval_losses = [float(loss) for loss in resume["interval_losses"]]
+        first_step, seconds_before = result.steps_completed + 1, float(resume["seconds"])
+    started = time.perf_counter() - seconds_before
 
     flow.train()
-    bar = tqdm(total=steps, disable=not progress, desc="training", unit="step", leave=False)
+    bar = tqdm(
+        total=steps,
+        initial=first_step - 1,
+        disable=not progress,
+        desc="training",
+        unit="step",
+        leave=False,
+    )
     try:
-        for step in range(1, steps + 1):
+        for step in range(first_step, steps + 1):
+            if stop_after is not None and step > stop_after:
+                result.stop_reason = "paused"
+                break
+
             indices = torch.randint(len(train_data), (batch_size,), generator=generator)
             batch = train_data[indices.to(device)]
             if augment is not None:
@@ -294,6 +375,25 @@ def train(
     finally:
         bar.close()
 
+    # Taken before the best weights come back: a resumed run continues from the last ones.
+    result.resume_state = {
+        "step": result.steps_completed,
+        "flow": copy.deepcopy(flow.state_dict()),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "scheduler": copy.deepcopy(scheduler.state_dict()),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": [dict(row) for row in result.history],
+        "best_step": result.best_step,
+        "best_validation_nll": result.best_validation_nll,
+        "validations_without_improvement": validations_without_improvement,
+        "interval_losses": list(interval_losses),
+        "undone_steps": result.undone_steps,
+        "seconds": time.perf_counter() - started,
+        "train_points": len(train_data),
+        "train_checksum": _checksum(train_data),
+        "arguments": dict(arguments),
+    }
     flow.load_state_dict(best_state)
     flow.eval()
     logger.info(
@@ -305,6 +405,48 @@ def train(
     )
 
     return result
+
+
+def _checksum(data: Tensor) -> float:
+    # Cheap and order-sensitive enough to tell another split or another data set apart.
+    weights = torch.arange(1, len(data) + 1, dtype=torch.float64, device=data.device)
+
+    return float((data.double().sum(dim=1) * weights).sum())
+
+
+def _check_resume(
+    resume: Mapping[str, Any], arguments: dict[str, Any], train_data: Tensor
+) -> None:
+    """Refuses a resume state that is incomplete or belongs to another run."""
+    if not isinstance(resume, Mapping):
+        raise TypeError(f"resume must be a resume state dictionary, got {type(resume).__name__}")
+    missing = [key for key in RESUME_STATE_KEYS if key not in resume]
+    if missing:
+        raise ValueError(f"the resume state lacks {missing}; it was not written by train()")
+
+    if resume["step"] >= arguments["steps"]:
+        raise ValueError(
+            f"the run to resume has already taken {resume['step']} steps; steps counts the "
+            f"total, so give more than {resume['step']} (got {arguments['steps']})"
+        )
+    previous = resume.get("arguments") or {}
+    changed = [
+        f"{name} {previous[name]!r} -> {arguments[name]!r}"
+        for name in _RESUME_FIXED_ARGUMENTS
+        if name in previous and previous[name] != arguments[name]
+    ]
+    if changed:
+        raise ValueError(
+            "a resumed run must keep the arguments that decide its batches: " + ", ".join(changed)
+        )
+    if resume["train_points"] != len(train_data) or resume["train_checksum"] != _checksum(
+        train_data
+    ):
+        raise ValueError(
+            f"the training data differ from those of the run to resume ({len(train_data)} "
+            f"points now, {resume['train_points']} then, or other values); give the same "
+            "data, data seed and validation split"
+        )
 
 
 @torch.no_grad()

@@ -263,7 +263,56 @@ def test_sigterm_during_training_keeps_the_best_model(tmp_path: Path) -> None:
     reader.join(timeout=5)
     process.stderr.close()
 
-    assert code == 0, bytes(seen).decode(errors="replace")[-2000:]
+    assert code == 130, bytes(seen).decode(errors="replace")[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stop_reason"] == "interrupted"
     assert (run / "model.pt").exists()
+
+
+def test_train_refuses_to_overwrite_an_earlier_run(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "moons", "--out", str(run), *TINY]) == 0
+    before = (run / "model.pt").read_bytes()
+
+    assert main(["train", "moons", "--out", str(run), *TINY]) == 1
+
+    assert "already holds a model.pt" in capsys.readouterr().err
+    assert (run / "model.pt").read_bytes() == before
+    assert main(["train", "moons", "--out", str(run), "--force", *TINY]) == 0
+
+
+def test_checkpoint_with_damaged_weights_gives_one_line(tmp_path: Path, capsys) -> None:
+    import torch
+
+    import flowkit
+
+    run = tmp_path / "run"
+    assert main(["train", "moons", "--out", str(run), *TINY]) == 0
+    flow = flowkit.load(run / "model.pt")
+    payload = torch.load(run / "model.pt", weights_only=True)
+    damaged = next(key for key, value in payload["state_dict"].items() if value.numel() > 4)
+    payload["state_dict"][damaged] = payload["state_dict"][damaged].clone().fill_(1e30)
+    torch.save(payload, tmp_path / "damaged.pt")
+    capsys.readouterr()
+
+    code = main(["sample", str(tmp_path / "damaged.pt"), "-n", "5", "-o", str(tmp_path / "s.csv")])
+
+    error = capsys.readouterr().err
+    assert code == 1 and error.count("\n") == 1
+    assert "do not match their stored SHA-256 checksum" in error
+    assert flow.features == 2
+
+
+def test_unexpected_errors_still_give_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import flowkit.cli as cli
+
+    def broken(*arguments, **options):
+        raise AssertionError("deep inside a layer")
+
+    monkeypatch.setattr(cli, "load_dataset", broken)
+
+    assert main(["train", "moons", "--out", str(tmp_path / "run"), *TINY]) == 1
+
+    error = capsys.readouterr().err
+    assert error.startswith("flowkit: internal error: AssertionError: deep inside a layer")
+    assert error.count("\n") == 1

@@ -238,7 +238,8 @@ def load_array(
             raise DataError(
                 f"{source}: {len(bad_rows)} row(s) hold NaN or infinite values, rows "
                 f"{_list(bad_rows)} (first at row {bad_rows[0]}, column {column + 1}: "
-                f"{values[first, column]}); pass drop_nonfinite=True to drop them"
+                f"{values[first, column]}); pass drop_nonfinite=True (flowkit train: "
+                "--drop-nonfinite) to drop them"
             )
         logger.warning(
             "%s: dropped %d row(s) holding NaN or infinite values (rows %s)",
@@ -271,7 +272,8 @@ def load_array(
         if not drop_constant:
             raise DataError(
                 f"{source}: constant column(s), which no density can model: "
-                f"{'; '.join(described)}; pass drop_constant=True to drop them"
+                f"{'; '.join(described)}; pass drop_constant=True (flowkit train: "
+                "--drop-constant) to drop them"
             )
         if len(constant) == values.shape[1]:
             raise DataError(
