@@ -23,6 +23,8 @@ class Logit(RestrictedDomain, ElementwiseMonotone, Transform):
     The inverse is :math:`x = (\sigma(z) - \epsilon)/(1 - 2\epsilon)`. Counting this
     Jacobian makes the flow's ``log_prob`` a density of the [0, 1] scaling, which is what
     bits per dimension are reported in. Inputs with :math:`p \notin (0, 1)` are outside.
+    Where the sigmoid saturates, the inverse would round onto the domain's edge; it returns
+    the nearer end of [0, 1] instead, so every sample keeps a finite log-density.
 
     Args:
         features: number of features.
@@ -60,6 +62,13 @@ class Logit(RestrictedDomain, ElementwiseMonotone, Transform):
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         squeezed = torch.sigmoid(inputs)
         outputs = (squeezed - self.epsilon) / (1 - 2 * self.epsilon)
+
+        # Past the sigmoid's saturation (float32: z above about 16.7 or below about -104)
+        # the point rounds onto the domain's edge, where the density is zero; [0, 1] itself
+        # lies strictly inside the domain, so such points move onto its nearer end.
+        squeezed_again = self._squeeze(outputs)
+        on_edge = (squeezed_again <= 0) | (squeezed_again >= 1)
+        outputs = torch.where(on_edge, outputs.clamp(0.0, 1.0), outputs)
 
         # log sigma(z) + log(1 - sigma(z)), written with logsigmoid to keep the tails finite.
         log_derivative = (
