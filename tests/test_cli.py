@@ -221,7 +221,8 @@ def test_module_entry_point_help() -> None:
         assert verb in completed.stdout
 
 
-def test_sigterm_during_training_keeps_the_best_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_signal_during_training_keeps_the_best_model(tmp_path: Path, signal_name: str) -> None:
     import os
     import signal
     import subprocess
@@ -258,7 +259,7 @@ def test_sigterm_during_training_keeps_the_best_model(tmp_path: Path) -> None:
     while b"training" not in seen and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, signal_name))
     code = process.wait(timeout=120)
     reader.join(timeout=5)
     process.stderr.close()

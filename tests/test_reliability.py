@@ -131,3 +131,58 @@ def test_train_batch_larger_than_the_data_is_refused(awkward_csv: Path, tmp_path
     line = _error(capsys)
     assert "--batch-size 500" in line and "46 training points" in line
     assert not (tmp_path / "run").exists()
+
+
+BAD_FILES = {
+    "missing": (None, "no such file"),
+    "empty": ("", "empty"),
+    "header-only": ("a,b\n", "no data rows"),
+    "ragged": ("a,b\n1,2\n3\n4,5\n", "row 3 has 1 columns"),
+    "non-numeric": ("a,b\n1,2\n3,x\n4,5\n", "row 3, column 2"),
+    "not-a-number": ("a,b\n1,2\nnan,3\n4,5\n", "row 3"),
+    "infinite": ("a,b\n1,2\n3,inf\n4,5\n", "row 3"),
+    "one-row": ("a,b\n1,2\n", "at least 2 row(s)"),
+    "constant-column": ("a,b\n1,7\n2,7\n3,7\n", "constant"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_data_files_give_one_line_naming_the_file(case, tmp_path: Path, capsys) -> None:
+    contents, message = BAD_FILES[case]
+    path = tmp_path / f"{case}.csv"
+    if contents is not None:
+        path.write_text(contents)
+
+    code = main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+
+    error = capsys.readouterr().err
+    assert code == 1
+    assert error.count("\n") == 1 and error.startswith("flowkit: error:"), error
+    assert f"{case}.csv" in error and message in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_three_dimensional_npy_is_refused_with_its_shape(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "cube.npy"
+    np.save(path, np.zeros((4, 2, 2)))
+
+    assert main(["train", str(path), "--no-progress"]) == 1
+
+    error = capsys.readouterr().err
+    assert "cube.npy" in error and "(4, 2, 2)" in error
+
+
+def test_logprob_scores_points_outside_the_support_as_minus_inf(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    train_options = ["--steps", "4", "--layers", "1", "--hidden", "8", "--no-progress"]
+    assert main(["train", "gamma-lognormal", "--out", str(run), *train_options]) == 0
+    points = tmp_path / "points.csv"
+    points.write_text("x1,x2\n-1,2\n1,2\n3,-0.5\n0,0\n")
+    capsys.readouterr()
+
+    scores = tmp_path / "scores.npy"
+    assert main(["logprob", str(run / "model.pt"), str(points), "-o", str(scores)]) == 0
+
+    values = np.load(scores)
+    assert np.isneginf(values[[0, 2, 3]]).all() and np.isfinite(values[1])
+    assert "3 of 4 rows outside the support" in capsys.readouterr().out
