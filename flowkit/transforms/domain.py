@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["RestrictedDomain", "ElementwiseMonotone", "affine_ends", "describe_violation"]
+__all__ = [
+    "PositiveAlpha",
+    "RestrictedDomain",
+    "ElementwiseMonotone",
+    "affine_ends",
+    "describe_violation",
+]
 
 
 class RestrictedDomain:
@@ -41,6 +47,26 @@ class ElementwiseMonotone:
     def forward_bounds(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         """Maps per-feature interval ends through the forward map (``-inf``/``inf`` allowed)."""
         raise NotImplementedError
+
+
+class PositiveAlpha:
+    """Mixin holding a per-feature ``alpha > 0`` as the exponential of ``log_alpha``.
+
+    ``log_alpha`` is a parameter when learnable and a buffer otherwise, so a fixed ``alpha``
+    still travels with the weights in checkpoints.
+    """
+
+    def _set_alpha(self, alpha: Tensor, learnable: bool) -> None:
+        log_alpha = torch.log(alpha)
+        if learnable:
+            self.log_alpha = torch.nn.Parameter(log_alpha)
+        else:
+            self.register_buffer("log_alpha", log_alpha)
+
+    @property
+    def alpha(self) -> Tensor:
+        """The per-feature :math:`\\alpha`, shape ``(features,)``."""
+        return torch.exp(self.log_alpha)
 
 
 def affine_ends(ends: Tensor, scale: Tensor, shift: Tensor) -> Tensor:

@@ -7,9 +7,14 @@ from typing import Literal
 
 import torch
 from nflows.transforms import InputOutsideDomain, Transform
-from torch import Tensor, nn
+from torch import Tensor
 
-from flowkit.transforms.domain import ElementwiseMonotone, RestrictedDomain, describe_violation
+from flowkit.transforms.domain import (
+    ElementwiseMonotone,
+    PositiveAlpha,
+    RestrictedDomain,
+    describe_violation,
+)
 from flowkit.transforms.elu_math import elu_forward, elu_inverse, elu_log_derivative
 
 __all__ = ["ELU", "Orientation"]
@@ -18,7 +23,7 @@ Orientation = Literal["data_to_noise", "noise_to_data"]
 ORIENTATIONS: tuple[str, ...] = ("data_to_noise", "noise_to_data")
 
 
-class ELU(RestrictedDomain, ElementwiseMonotone, Transform):
+class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
     r"""Maps data x to noise z by an element-wise ELU or by its inverse, per ``orientation``.
 
     The ELU with per-feature parameter :math:`\alpha > 0` is
@@ -86,16 +91,7 @@ class ELU(RestrictedDomain, ElementwiseMonotone, Transform):
         self.features = features
         self.orientation = orientation
         self.learnable = learnable
-        log_alpha = torch.log(alpha_tensor)
-        if learnable:
-            self.log_alpha = nn.Parameter(log_alpha)
-        else:
-            self.register_buffer("log_alpha", log_alpha)
-
-    @property
-    def alpha(self) -> Tensor:
-        """The per-feature :math:`\\alpha`, shape ``(features,)``."""
-        return torch.exp(self.log_alpha)
+        self._set_alpha(alpha_tensor, learnable)
 
     def extra_repr(self) -> str:
         return (

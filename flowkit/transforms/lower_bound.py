@@ -6,10 +6,11 @@ import math
 
 import torch
 from nflows.transforms import InputOutsideDomain, Transform
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowkit.transforms.domain import (
     ElementwiseMonotone,
+    PositiveAlpha,
     RestrictedDomain,
     describe_violation,
 )
@@ -17,7 +18,7 @@ from flowkit.transforms.domain import (
 __all__ = ["LowerBound"]
 
 
-class LowerBound(RestrictedDomain, ElementwiseMonotone, Transform):
+class LowerBound(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
     r"""Maps data x to noise z through a lower-bounded ELU output layer, in raw data units.
 
     It is an ELU in the noise-to-data orientation fused with the standardization. For a
@@ -79,16 +80,7 @@ class LowerBound(RestrictedDomain, ElementwiseMonotone, Transform):
         self.register_buffer("bounded", torch.isfinite(lower))
         self.register_buffer("shift", torch.zeros(self.features))
         self.register_buffer("scale", torch.ones(self.features))
-        log_alpha = torch.full((self.features,), math.log(alpha))
-        if learnable_alpha:
-            self.log_alpha = nn.Parameter(log_alpha)
-        else:
-            self.register_buffer("log_alpha", log_alpha)
-
-    @property
-    def alpha(self) -> Tensor:
-        """Per-feature :math:`\\alpha`, shape ``(features,)``."""
-        return torch.exp(self.log_alpha)
+        self._set_alpha(torch.full((self.features,), float(alpha)), learnable_alpha)
 
     @torch.no_grad()
     def fit(self, data: Tensor) -> None:
