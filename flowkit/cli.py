@@ -87,37 +87,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"flowkit: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+def _argument_type(
+    convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse ``type`` that converts a value and refuses it unless ``accept`` holds."""
 
-    return value
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
 
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-
-    return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-
-    return value
+_positive_int = _argument_type(int, lambda value: value >= 1, "a positive integer")
+_non_negative_int = _argument_type(int, lambda value: value >= 0, "an integer >= 0")
+_positive_float = _argument_type(
+    float, lambda value: value > 0 and math.isfinite(value), "a positive number"
+)
 
 
 def _common_flags() -> argparse.ArgumentParser:
