@@ -336,8 +336,8 @@ class Flow(nn.Module):
             attempts += 1
             if attempts > 100:
                 raise InputOutsideDomain(
-                    "rejection sampling kept fewer than 1 % of draws after 100 rounds; the "
-                    "flow's image covers almost none of its base"
+                    f"rejection sampling still lacked {remaining} of {num_samples} draws after "
+                    "100 rounds; the flow's image covers almost none of its base"
                 )
             noise = self._sample_base(remaining, dtype, generator)
             base_log_prob = self._base_log_prob(noise)
