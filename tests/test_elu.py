@@ -135,3 +135,16 @@ def test_rejects_bad_arguments(arguments, message):
 def test_rejects_wrong_shape():
     with pytest.raises(ValueError, match=r"shape \(batch, 3\)"):
         ELU(3)(torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_abs_det_is_the_sum_of_log_derivatives(dtype):
+    from flowkit.transforms.elu_math import elu_log_abs_det
+
+    inputs = torch.randn(50, 7, dtype=dtype) * 5
+    inputs[0, :3] = torch.tensor([0.0, -1e4, 1e4], dtype=dtype)
+    alpha = torch.rand(7, dtype=dtype) * 3 + 0.1
+
+    expected = elu_log_derivative(inputs, alpha).sum(dim=1)
+
+    torch.testing.assert_close(elu_log_abs_det(inputs, alpha), expected)

@@ -15,7 +15,7 @@ from flowkit.transforms.domain import (
     RestrictedDomain,
     describe_violation,
 )
-from flowkit.transforms.elu_math import elu_forward, elu_inverse, elu_log_derivative
+from flowkit.transforms.elu_math import elu_forward, elu_inverse, elu_log_abs_det
 
 __all__ = ["ELU", "Orientation"]
 
@@ -112,7 +112,7 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
     def _apply_elu(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         alpha = self._alpha_like(inputs)
         outputs = elu_forward(inputs, alpha)
-        logabsdet = elu_log_derivative(inputs, alpha).sum(dim=1)
+        logabsdet = elu_log_abs_det(inputs, alpha)
 
         return outputs, logabsdet
 
@@ -124,7 +124,7 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
                 describe_violation(inputs, -alpha, inside, "the ELU inverse log1p(y / alpha)")
             )
         outputs = elu_inverse(inputs, alpha)
-        logabsdet = -elu_log_derivative(outputs, alpha).sum(dim=1)
+        logabsdet = -elu_log_abs_det(outputs, alpha)
 
         return outputs, logabsdet
 
