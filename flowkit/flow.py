@@ -40,29 +40,18 @@ def flatten_transforms(transform: Transform | list[Transform]) -> list[Transform
     return [transform]
 
 
-def restricts_image(layer: Transform) -> bool:
+def restricts_image(layer: Transform, features: int) -> bool:
     """Tells whether ``layer`` maps the whole space onto part of it (an ELU toward noise)."""
     if isinstance(layer, Sigmoid | Tanh):
         return True
     if not is_elementwise_monotone(layer):
         return False
 
-    whole = torch.full((_layer_features(layer),), math.inf)
+    whole = torch.full((features,), math.inf)
     with torch.no_grad():
         lower, upper = forward_bounds(layer, -whole, whole)
 
     return bool(torch.any(torch.isfinite(lower) | torch.isfinite(upper)))
-
-
-def _layer_features(layer: Transform) -> int:
-    for name in ("features", "_features"):
-        if isinstance(getattr(layer, name, None), int):
-            return getattr(layer, name)
-    for tensor in list(layer.parameters()) + list(layer.buffers()):
-        if tensor.dim() >= 1:
-            return tensor.shape[0]
-
-    raise TypeError(f"cannot tell how many features {type(layer).__name__} has")
 
 
 @dataclass
@@ -91,18 +80,18 @@ class SupportReport:
         return not self.defects
 
 
-def analyse_support(layers: list[Transform]) -> SupportReport:
+def analyse_support(layers: list[Transform], features: int) -> SupportReport:
     """Finds the image box next to the base and any layer that breaks exactness."""
     tail_start = len(layers)
     while tail_start > 0 and is_elementwise_monotone(layers[tail_start - 1]):
         tail_start -= 1
 
-    truncated_base = any(restricts_image(layer) for layer in layers[tail_start:])
+    truncated_base = any(restricts_image(layer, features) for layer in layers[tail_start:])
     defects = [
         f"layer {index} ({type(layer).__name__}) maps the whole space onto part of it, but "
         "layers that are not element-wise increasing stand between it and the base"
         for index, layer in enumerate(layers[:tail_start])
-        if restricts_image(layer)
+        if restricts_image(layer, features)
     ]
     restricted = any(
         isinstance(layer, RestrictedDomain) and layer.restricts_forward_domain()
@@ -170,7 +159,7 @@ class Flow(nn.Module):
         self.features = features
         self.layers = nn.ModuleList(layers)
         self.config = config
-        self.support = analyse_support(layers)
+        self.support = analyse_support(layers, features)
         if self.support.defects and not allow_inexact:
             raise InexactFlowError(
                 "this stack would not integrate to one: "
