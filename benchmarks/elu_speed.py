@@ -5,7 +5,7 @@ Forward with log-determinant against ``torch.nn.functional.elu``, and the invers
 with ``torch.compile`` (falling back to eager, and saying so, where no compiler works).
 Timings are medians of interleaved repeats (A B A B), reported as ratios.
 
-Run: python -m benchmarks.elu_speed [--elements N] [--repeats N] [--out DIR]
+Run: python -m benchmarks.elu_speed [--quick] [--elements N] [--repeats N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _compiled(function: Callable, label: str) -> tuple[Callable, bool]:
         return function, False
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str | Path] | None = None) -> dict:
     """Times the ELU layer against the bare operations; writes JSON and Markdown."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--elements", type=int, default=1_000_000)
@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-compile", action="store_true")
-    arguments = parser.parse_args(argv)
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 64 000 elements, 3 repeats, eager"
+    )
+    arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
+    if arguments.quick:
+        arguments.elements, arguments.repeats, arguments.no_compile = 64_000, 3, True
 
     torch.manual_seed(0)
     inputs = torch.randn(arguments.elements // arguments.features, arguments.features)

@@ -40,3 +40,13 @@ def test_quick_benchmark_writes_expected_report(tmp_path: Path) -> None:
         for run in row["runs"].values():
             assert "test_nll" not in run
             assert math.isfinite(run["validation_nll"])
+
+
+def test_quick_elu_speed_writes_its_table(tmp_path: Path) -> None:
+    from benchmarks.elu_speed import main as elu_main
+
+    report = elu_main(["--quick", "--out", tmp_path])
+
+    assert set(report["rows"]) == {"forward_with_log_det", "inverse_with_log_det"}
+    assert all(row["eager_ratio"] > 0 for row in report["rows"].values())
+    assert (tmp_path / "elu_speed.md").read_text().startswith("# ELU layer")
