@@ -50,3 +50,19 @@ def test_quick_elu_speed_writes_its_table(tmp_path: Path) -> None:
     assert set(report["rows"]) == {"forward_with_log_det", "inverse_with_log_det"}
     assert all(row["eager_ratio"] > 0 for row in report["rows"].values())
     assert (tmp_path / "elu_speed.md").read_text().startswith("# ELU layer")
+
+
+def test_quick_quality_benchmark_reports_kl_for_every_model(tmp_path: Path) -> None:
+    from benchmarks.quality import PEERS
+    from benchmarks.quality import main as quality_main
+
+    report = quality_main(["--quick", "--sets", "moons,gamma-lognormal", "--out", tmp_path])
+
+    for row in report["rows"].values():
+        assert set(row["runs"]) == {"flowkit", *PEERS}
+        flowkit_parameters = row["runs"]["flowkit"]["parameters"]
+        for run in row["runs"].values():
+            assert abs(run["parameters"] / flowkit_parameters - 1) <= 0.10
+            assert math.isfinite(run["test_nll"])
+    assert report["rows"]["gamma-lognormal"]["runs"]["flowkit"]["preset"] == "bounded"
+    assert (tmp_path / "quality.md").exists()

@@ -1,0 +1,240 @@
+"""Density quality against the truth: KL(p||q) on every 2-D set whose density is known.
+
+Every model sees the same training points in the same batches (the same seeded index
+stream), the same number of steps and batch size, at a parameter count matched within
+10 % of flowkit's. flowkit runs its preset for the kind of data (``bounded`` where the set
+has a known lower bound, ``unbounded`` otherwise), with its own trainer; the peers (nflows
+RealNVP and neural spline flow, zuko NSF and MAF) use the standard recipe of
+:func:`benchmarks.compare_nflows.train_nflows_flow` on standardized data. Reported:
+test NLL on fresh samples and ``KL = E_p[log p - log q]`` with the standard error of the
+paired differences.
+
+Run: python -m benchmarks.quality [--quick] [--steps N] [--sets a,b] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import flowkit
+from benchmarks.compare_nflows import (
+    Preprocessing,
+    build_nflows_flow,
+    count_parameters,
+    match_hidden_features,
+    train_nflows_flow,
+)
+from flowkit.data import load_dataset
+
+__all__ = ["KNOWN_DENSITY_SETS", "ZukoModel", "kl_estimate", "main"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+KNOWN_DENSITY_SETS = (
+    "moons",
+    "circles",
+    "eight-gaussians",
+    "checkerboard",
+    "two-spirals",
+    "rings",
+    "gamma-lognormal",
+)
+PEERS = ("nflows-realnvp", "nflows-nsf", "zuko-nsf", "zuko-maf")
+
+
+class ZukoModel(nn.Module):
+    """Gives a zuko flow the ``log_prob(x)`` method the shared peer trainer calls."""
+
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def log_prob(self, inputs: Tensor) -> Tensor:
+        """Log-density of the standardized inputs."""
+        return self.flow().log_prob(inputs)
+
+
+def _build_peer(kind: str, width: int, layers: int) -> nn.Module:
+    if kind.startswith("nflows-"):
+        return build_nflows_flow(kind.removeprefix("nflows-"), 2, width, layers)
+
+    import zuko
+
+    flow_class = zuko.flows.NSF if kind == "zuko-nsf" else zuko.flows.MAF
+    return ZukoModel(flow_class(features=2, transforms=layers, hidden_features=(width, width)))
+
+
+def kl_estimate(true_log_prob: Tensor, model_log_prob: Tensor) -> tuple[float, float, float]:
+    """``(KL, standard error, share of points the model gives -inf)`` from paired values."""
+    finite = torch.isfinite(model_log_prob)
+    outside = 1.0 - finite.double().mean().item()
+    if outside > 0:
+        return math.inf, math.nan, outside
+    difference = (true_log_prob - model_log_prob).double()
+
+    return (
+        difference.mean().item(),
+        (difference.std() / math.sqrt(len(difference))).item(),
+        outside,
+    )
+
+
+def _evaluate(log_prob, split) -> dict[str, float]:
+    with torch.no_grad():
+        model = torch.cat([log_prob(chunk) for chunk in split.test.split(8192)])
+        truth = split.true_log_prob(split.test)
+    kl, error, outside = kl_estimate(truth, model)
+    finite = torch.isfinite(model)
+
+    return {
+        "test_nll": -model[finite].double().mean().item(),
+        "kl": kl,
+        "kl_standard_error": error,
+        "test_outside": outside,
+    }
+
+
+def _run_flowkit(split, steps: int, batch_size: int, layers: int) -> dict[str, Any]:
+    preset, options = "unbounded", {}
+    if split.lower_bound is not None:
+        preset = "bounded"
+        options["lower"] = [b if math.isfinite(b) else None for b in split.lower_bound.tolist()]
+    torch.manual_seed(0)
+    flow = flowkit.build_flow(preset, 2, num_layers=layers, **options)
+    started = time.perf_counter()
+    flowkit.train(
+        flow,
+        split.train,
+        validation_data=split.validation,
+        steps=steps,
+        batch_size=batch_size,
+        validation_interval=100,
+        seed=0,
+        progress=False,
+    )
+    seconds = time.perf_counter() - started
+
+    return {
+        "preset": preset,
+        "parameters": count_parameters(flow),
+        "train_seconds": seconds,
+        **_evaluate(flow.log_prob, split),
+    }
+
+
+def _run_peer(kind: str, split, target: int, steps: int, batch_size: int, layers: int):
+    width, parameters = match_hidden_features(lambda w: _build_peer(kind, w, layers), target)
+    torch.manual_seed(0)
+    model = _build_peer(kind, width, layers)
+    preprocessing = Preprocessing(split.train)
+    train_y, _ = preprocessing(split.train)
+    validation_y, _ = preprocessing(split.validation)
+    started = time.perf_counter()
+    train_nflows_flow(model, train_y, validation_y, steps, batch_size, validation_interval=100)
+    seconds = time.perf_counter() - started
+
+    def log_prob(data: Tensor) -> Tensor:
+        mapped, logabsdet = preprocessing(data)
+        return model.log_prob(mapped) + logabsdet
+
+    return {
+        "hidden_features": width,
+        "parameters": parameters,
+        "train_seconds": seconds,
+        **_evaluate(log_prob, split),
+    }
+
+
+def _format_kl(run: dict[str, Any]) -> str:
+    if not math.isfinite(run["kl"]):
+        return f"inf ({run['test_outside']:.1%} -inf)"
+    return f"{run['kl']:.4f} ± {run['kl_standard_error']:.4f}"
+
+
+def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
+    """Trains every model on every known-density set; writes JSON and a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--sets", default=",".join(KNOWN_DENSITY_SETS))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
+    sizes = {"num_train": 20_000, "num_validation": 5_000, "num_test": 20_000}
+    if arguments.quick:
+        arguments.steps, arguments.layers = 6, 1
+        sizes = {"num_train": 600, "num_validation": 200, "num_test": 400}
+
+    previous_threads, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float32)
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        for name in arguments.sets.split(","):
+            split = load_dataset(name, seed=0, **sizes)
+            runs = {
+                "flowkit": _run_flowkit(
+                    split, arguments.steps, arguments.batch_size, arguments.layers
+                )
+            }
+            for kind in PEERS:
+                runs[kind] = _run_peer(
+                    kind,
+                    split,
+                    runs["flowkit"]["parameters"],
+                    arguments.steps,
+                    arguments.batch_size,
+                    arguments.layers,
+                )
+            true_nll = -split.true_log_prob(split.test).double().mean().item()
+            rows[name] = {"true_test_nll": true_nll, "runs": runs}
+            print(name, {kind: _format_kl(run) for kind, run in runs.items()}, flush=True)
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.set_default_dtype(previous_dtype)
+
+    report = {
+        "command": "python -m benchmarks.quality " + " ".join(str(item) for item in (argv or [])),
+        "steps": arguments.steps,
+        "batch_size": arguments.batch_size,
+        "machine": {"platform": platform.platform(), "threads": 1},
+        "versions": {"torch": torch.__version__, "flowkit": flowkit.__version__},
+        "rows": rows,
+    }
+    models = ["flowkit", *PEERS]
+    lines = [
+        "# Density quality: KL(p||q) in nats (± standard error), lower is better",
+        "",
+        f"{arguments.steps} steps of batch {arguments.batch_size}, parameters matched within "
+        "10 % of flowkit's (counts in the JSON), one thread, torch " + torch.__version__,
+        "",
+        "| data | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for name, row in rows.items():
+        best = min(row["runs"][model]["kl"] for model in models)
+        cells = []
+        for model in models:
+            text = _format_kl(row["runs"][model])
+            cells.append(f"**{text}**" if row["runs"][model]["kl"] == best else text)
+        preset = row["runs"]["flowkit"]["preset"]
+        lines.append(f"| {name} ({preset}) | " + " | ".join(cells) + " |")
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    (arguments.out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    (arguments.out / "quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    return report
+
+
+if __name__ == "__main__":
+    main()
