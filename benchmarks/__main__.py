@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import compare_nflows, elu_speed
+from benchmarks import compare_nflows, elu_speed, quality
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Runs the nflows comparison and the ELU layer timing with the same flags."""
+    """Runs the nflows comparison, the quality table and the ELU timing, same flags."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="folder for the results")
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.out is not None:
         shared += ["--out", arguments.out]
     compare_nflows.main(shared)
+    quality.main(shared)
     elu_speed.main(shared)
 
 
