@@ -30,6 +30,7 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.branch[-1].bias)
 
     def forward(self, inputs: Tensor) -> Tensor:
+        """Applies the block to ``inputs`` of shape ``(batch, features)``."""
         return inputs + self.branch(inputs)
 
 
@@ -81,6 +82,7 @@ class ResidualConditioner(nn.Module):
         nn.init.zeros_(self.output_layer[-1].bias)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        """Maps the conditioning features to the coupling parameters; ``context`` is unused."""
         hidden = self.blocks(self.input_layer(inputs))
 
         return self.output_layer(hidden)

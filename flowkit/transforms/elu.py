@@ -94,6 +94,7 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
         self._set_alpha(alpha_tensor, learnable)
 
     def extra_repr(self) -> str:
+        """Shows the features, orientation and whether alpha is learned."""
         return (
             f"features={self.features}, orientation={self.orientation!r}, "
             f"learnable={self.learnable}"
@@ -136,11 +137,13 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
         return safe, inside_rows
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Maps data to noise; returns ``(outputs, logabsdet)`` with ``logabsdet`` per row."""
         if self.orientation == "data_to_noise":
             return self._apply_elu(inputs)
         return self._apply_elu_inverse(inputs)
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Maps noise to data; returns ``(outputs, logabsdet)`` with ``logabsdet`` per row."""
         if self.orientation == "data_to_noise":
             return self._apply_elu_inverse(inputs)
         return self._apply_elu(inputs)

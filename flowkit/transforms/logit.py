@@ -43,6 +43,7 @@ class Logit(RestrictedDomain, ElementwiseMonotone, Transform):
         return self.epsilon + (1 - 2 * self.epsilon) * inputs
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Maps [0, 1] data to noise; raises ``InputOutsideDomain`` outside it."""
         squeezed = self._squeeze(inputs)
         inside = (squeezed > 0) & (squeezed < 1)
         if not torch.all(inside):
@@ -60,6 +61,7 @@ class Logit(RestrictedDomain, ElementwiseMonotone, Transform):
         return outputs, log_derivative.sum(dim=1)
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Maps noise to data in [0, 1]; returns ``(outputs, logabsdet)``."""
         squeezed = torch.sigmoid(inputs)
         outputs = (squeezed - self.epsilon) / (1 - 2 * self.epsilon)
 

@@ -124,6 +124,7 @@ class LowerBound(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform
         )
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Maps data to noise; raises ``InputOutsideDomain`` at or below a bound."""
         lower, shift, scale, alpha, bounded = self._parameters_like(inputs)
         inside = (inputs > lower) | ~bounded
         if not torch.all(inside):
@@ -152,6 +153,7 @@ class LowerBound(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform
         return outputs, log_derivative.sum(dim=1)
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Maps noise to data, strictly above every bound."""
         lower, shift, scale, alpha, bounded = self._parameters_like(inputs)
 
         positive_side = inputs > 0

@@ -47,6 +47,7 @@ class Standardize(ElementwiseMonotone, Transform):
         self.std.copy_(std)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Returns ``((x - mean) / std, -sum(log std))`` per row."""
         mean, std = self.mean.to(inputs.dtype), self.std.to(inputs.dtype)
         outputs = (inputs - mean) / std
         logabsdet = -torch.log(std).sum().expand(inputs.shape[0])
@@ -54,6 +55,7 @@ class Standardize(ElementwiseMonotone, Transform):
         return outputs, logabsdet
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Returns ``(mean + std * z, sum(log std))`` per row."""
         mean, std = self.mean.to(inputs.dtype), self.std.to(inputs.dtype)
         outputs = mean + std * inputs
         logabsdet = torch.log(std).sum().expand(inputs.shape[0])
