@@ -64,6 +64,9 @@ AUTO_LOWER_MARGIN = 0.05
 """``--lower auto`` puts each bound this share of the feature's training range below its
 smallest training value: a learned bound needs a margin, or it sits on the data."""
 
+SAMPLE_CHUNK_ROWS = 65_536
+"""Rows ``flowkit sample`` draws and writes at a time, which bounds its memory."""
+
 SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 """The folder of trained flows that ship with flowkit; ``train`` refuses to write into it."""
 
@@ -660,6 +663,32 @@ def _write_table(path: Path, values: np.ndarray) -> None:
         np.savetxt(path, values, delimiter=",", fmt=f"%.{digits}g")
 
 
+def _stream_table(
+    path: Path, chunks: Iterator[Tensor], rows: int, features: int, dtype: torch.dtype
+) -> None:
+    """Writes chunks of rows as they come, so memory is bounded by one chunk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numpy_dtype = np.float32 if dtype == torch.float32 else np.float64
+
+    if path.suffix.lower() == ".npy":
+        # A .npy header needs the final shape, which is known: fill a memory-mapped file.
+        table = np.lib.format.open_memmap(
+            path, mode="w+", dtype=numpy_dtype, shape=(rows, features)
+        )
+        start = 0
+        for chunk in chunks:
+            table[start : start + len(chunk)] = chunk.cpu().numpy()
+            start += len(chunk)
+        table.flush()
+        del table
+        return
+
+    digits = 9 if numpy_dtype == np.float32 else 17
+    with path.open("w", encoding="utf-8") as handle:
+        for chunk in chunks:
+            np.savetxt(handle, chunk.cpu().numpy(), delimiter=",", fmt=f"%.{digits}g")
+
+
 def _run_sample(args: argparse.Namespace) -> int:
     flow = checkpoints.load(args.checkpoint)
     output = Path(args.output)
@@ -667,11 +696,8 @@ def _run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"{output}: the output must end in .csv or .npy")
 
     generator = torch.Generator(device=flow.log_normalizer.device).manual_seed(args.seed)
-    with torch.no_grad():
-        samples = flow.sample(
-            args.num_samples, dtype=flow.log_normalizer.dtype, generator=generator
-        )
-    _write_table(output, samples.cpu().numpy())
+    chunks = flow.sample_in_chunks(args.num_samples, SAMPLE_CHUNK_ROWS, generator=generator)
+    _stream_table(output, chunks, args.num_samples, flow.features, flow.dtype)
     print(f"wrote {args.num_samples} samples of {flow.features} features to {output}")
 
     return 0
