@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from nflows.transforms import InputOutsideDomain
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from flowkit import checkpoints, plots
 from flowkit._version import __version__
@@ -664,20 +665,28 @@ def _write_table(path: Path, values: np.ndarray) -> None:
 
 
 def _stream_table(
-    path: Path, chunks: Iterator[Tensor], rows: int, features: int, dtype: torch.dtype
+    path: Path,
+    chunks: Iterator[Tensor],
+    rows: int,
+    features: int,
+    dtype: torch.dtype,
+    flatten: bool = False,
 ) -> None:
-    """Writes chunks of rows as they come, so memory is bounded by one chunk."""
+    """Writes chunks of rows as they come, so memory is bounded by one chunk.
+
+    ``flatten`` writes a one-column table as a 1-D ``.npy``, as ``logprob`` does.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     numpy_dtype = np.float32 if dtype == torch.float32 else np.float64
 
     if path.suffix.lower() == ".npy":
         # A .npy header needs the final shape, which is known: fill a memory-mapped file.
-        table = np.lib.format.open_memmap(
-            path, mode="w+", dtype=numpy_dtype, shape=(rows, features)
-        )
+        shape = (rows,) if flatten else (rows, features)
+        table = np.lib.format.open_memmap(path, mode="w+", dtype=numpy_dtype, shape=shape)
         start = 0
         for chunk in chunks:
-            table[start : start + len(chunk)] = chunk.cpu().numpy()
+            values = chunk.cpu().numpy()
+            table[start : start + len(chunk)] = values[:, 0] if flatten else values
             start += len(chunk)
         table.flush()
         del table
@@ -703,11 +712,69 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_npy_rows(path: str) -> np.ndarray | None:
+    """Memory-maps a plain numeric .npy of rows, or returns None to take the checked path."""
+    if Path(path).suffix.lower() != ".npy":
+        return None
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if table.ndim not in (1, 2) or table.dtype.kind not in "iuf" or len(table) == 0:
+        return None
+
+    return table if table.ndim == 2 else table.reshape(-1, 1)
+
+
+def _stream_logprob(args: argparse.Namespace, flow: Flow, table: np.ndarray) -> int:
+    """Scores a memory-mapped table chunk by chunk, writing as it goes."""
+    output = Path(args.output)
+    rows = len(table)
+    if table.shape[1] != flow.features:
+        raise ValueError(
+            f"{args.data} has {table.shape[1]} feature(s) per row, but the flow in "
+            f"{args.checkpoint} models {flow.features}"
+        )
+
+    def scored_chunks() -> Iterator[Tensor]:
+        for start in tqdm(range(0, rows, _CHUNK), desc="scoring", unit="chunk", leave=False):
+            values = np.asarray(table[start : start + _CHUNK], dtype=np.float64)
+            bad = ~np.isfinite(values).all(axis=1)
+            if bad.any():
+                listed = (np.flatnonzero(bad)[:5] + start + 1).tolist()
+                raise DataError(f"{args.data}: NaN or infinite values in rows {listed}")
+            with torch.no_grad():
+                yield _log_probs(flow, torch.from_numpy(values))[:, None]
+
+    totals = {"sum": 0.0, "finite": 0}
+
+    def counted(chunks: Iterator[Tensor]) -> Iterator[Tensor]:
+        for chunk in chunks:
+            finite = torch.isfinite(chunk)
+            totals["sum"] += -chunk[finite].double().sum().item()
+            totals["finite"] += int(finite.sum())
+            yield chunk
+
+    _stream_table(output, counted(scored_chunks()), rows, 1, flow.dtype, flatten=True)
+    outside = rows - totals["finite"]
+    mean_nll = totals["sum"] / totals["finite"] if totals["finite"] else math.inf
+    print(
+        f"mean NLL {mean_nll:.4f} nats over {totals['finite']} rows; {outside} of "
+        f"{rows} rows outside the support (log-likelihood -inf); wrote {output}"
+    )
+
+    return 0
+
+
 def _run_logprob(args: argparse.Namespace) -> int:
     flow = checkpoints.load(args.checkpoint)
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".npy"):
         raise ValueError(f"{output}: the output must end in .csv or .npy")
+    # A .npy streams through a memory map, so files larger than memory can be scored.
+    table = _open_npy_rows(args.data)
+    if table is not None:
+        return _stream_logprob(args, flow, table)
     values = load_array(args.data, for_training=False).values
     if values.shape[1] != flow.features:
         raise ValueError(
