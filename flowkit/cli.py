@@ -392,14 +392,7 @@ def _output_folder(out: str | None, force: bool, name: str) -> Path:
 
 @torch.no_grad()
 def _log_probs(flow: Flow, data: Tensor) -> Tensor:
-    dtype = flow.log_normalizer.dtype
-    device = flow.log_normalizer.device
-    parts = [
-        flow.log_prob(data[start : start + _CHUNK].to(device=device, dtype=dtype)).cpu()
-        for start in range(0, len(data), _CHUNK)
-    ]
-
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
+    return flow.log_prob_in_chunks(data, _CHUNK).cpu()
 
 
 def _evaluate(flow: Flow, split: DataSplit) -> dict[str, Any]:

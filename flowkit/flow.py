@@ -273,6 +273,26 @@ class Flow(nn.Module):
 
         return torch.where(inside, log_prob, torch.full_like(log_prob, -math.inf))
 
+    @torch.no_grad()
+    def log_prob_in_chunks(self, inputs: Tensor, chunk_size: int = 8192) -> Tensor:
+        """Returns ``log_prob`` of many rows, ``chunk_size`` at a time, in evaluation mode.
+
+        No gradients are kept, and each chunk is moved to the flow's device and dtype, so
+        memory stays bounded by one chunk's intermediates. The result is on the flow's
+        device.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [
+                self.log_prob(inputs[start : start + chunk_size].to(self.log_normalizer))
+                for start in range(0, len(inputs), chunk_size)
+            ]
+        finally:
+            self.train(was_training)
+
+        return torch.cat(parts) if parts else self.log_normalizer.new_zeros(0)
+
     # --- sampling ---------------------------------------------------------------------------
 
     def _noise_to_data(self, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -46,13 +46,7 @@ def _flow_dtype_device(flow: Flow) -> tuple[torch.dtype, torch.device]:
 @torch.no_grad()
 def _density(flow: Flow, points: Tensor) -> np.ndarray:
     """Evaluates exp(log_prob) in chunks; points outside the support get density 0."""
-    dtype, device = _flow_dtype_device(flow)
-    parts = [
-        flow.log_prob(points[start : start + _CHUNK].to(device=device, dtype=dtype)).cpu()
-        for start in range(0, len(points), _CHUNK)
-    ]
-
-    return torch.exp(torch.cat(parts).double()).numpy()
+    return torch.exp(flow.log_prob_in_chunks(points, _CHUNK).cpu().double()).numpy()
 
 
 def _default_bounds(data: Tensor) -> list[tuple[float, float]]:

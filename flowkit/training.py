@@ -89,15 +89,7 @@ def mean_negative_log_likelihood(
     A point outside the support has ``log_prob = -inf``; averaging it in would make the
     figure infinite and hide how good the model is elsewhere, so the share is given apart.
     """
-    was_training = flow.training
-    flow.eval()
-    log_probs = torch.cat(
-        [
-            flow.log_prob(data[start : start + batch_size])
-            for start in range(0, len(data), batch_size)
-        ]
-    )
-    flow.train(was_training)
+    log_probs = flow.log_prob_in_chunks(data, batch_size)
 
     inside = torch.isfinite(log_probs)
     outside_share = 1.0 - inside.double().mean().item()
@@ -452,15 +444,7 @@ def _check_resume(
 @torch.no_grad()
 def _check_training_support(flow: Flow, train_data: Tensor) -> None:
     """Refuses to start when a training point has density zero: its loss would be infinite."""
-    was_training = flow.training
-    flow.eval()
-    log_probs = torch.cat(
-        [
-            flow.log_prob(train_data[start : start + 8192])
-            for start in range(0, len(train_data), 8192)
-        ]
-    )
-    flow.train(was_training)
+    log_probs = flow.log_prob_in_chunks(train_data)
 
     outside = (log_probs == -math.inf).nonzero().flatten()
     if len(outside) > 0:
