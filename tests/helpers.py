@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
@@ -38,3 +41,13 @@ def grid_2d(lower: Tensor, upper: Tensor, cells: int) -> tuple[Tensor, float]:
     area = math.prod(float(axis[1] - axis[0]) for axis in axes)
 
     return torch.stack([first.flatten(), second.flatten()], dim=1), area
+
+
+def load_example(name: str) -> ModuleType:
+    """Imports ``examples/<name>.py`` as a module, so a test can call its fast path."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    return module
