@@ -196,7 +196,8 @@ def save(
             "yourself with torch.save"
         )
 
-    state = flow.state_dict()
+    # Stored on the CPU, so a file saved from a GPU loads on machines without one.
+    state = _on_cpu(flow.state_dict())
     payload = {
         "format": CHECKPOINT_FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -208,7 +209,7 @@ def save(
         ),
     }
     if training is not None and training.resume_state is not None:
-        payload["training_state"] = training.resume_state
+        payload["training_state"] = _on_cpu(training.resume_state)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +230,18 @@ def save(
     logger.info("saved checkpoint %s", path)
 
     return path
+
+
+def _on_cpu(value: Any) -> Any:
+    """A copy of nested dictionaries, lists and tuples with every tensor moved to the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(item) for item in value)
+
+    return value
 
 
 def _sync_folder(folder: Path) -> None:

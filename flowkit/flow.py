@@ -273,6 +273,10 @@ class Flow(nn.Module):
 
         return torch.where(inside, log_prob, torch.full_like(log_prob, -math.inf))
 
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Returns :meth:`log_prob` of ``inputs``; what ``DistributedDataParallel`` calls."""
+        return self.log_prob(inputs)
+
     @torch.no_grad()
     def log_prob_in_chunks(self, inputs: Tensor, chunk_size: int = 8192) -> Tensor:
         """Returns ``log_prob`` of many rows, ``chunk_size`` at a time, in evaluation mode.

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from flowkit.devices import check_mixed_precision, conditioner_autocast, resolve_device
+from flowkit.distributed import agree_any, broadcast_module, broadcast_values, world
 from flowkit.flow import Flow
 from flowkit.presets import fit_data_dependent_layers
 from flowkit.transforms import ELU
@@ -167,6 +173,8 @@ def train(
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     resume: Mapping[str, Any] | None = None,
     stop_after: int | None = None,
+    device: str | torch.device | None = None,
+    mixed_precision: str | None = None,
 ) -> TrainingResult:
     """Trains ``flow`` by maximum likelihood and leaves it holding the best weights.
 
@@ -191,6 +199,16 @@ def train(
     weights it had at that moment; it repeats an uninterrupted run exactly only if the stop
     fell between two steps.
 
+    Inside an initialised ``torch.distributed`` process group of N processes (``torchrun
+    --nproc_per_node N``), training is data-parallel: every rank draws the same seeded
+    global batch of ``batch_size`` points (which N must divide) and keeps its rows ``rank,
+    rank + N, ...``; ``DistributedDataParallel`` averages the gradients, so each step is the
+    one-process step on the same global batch, up to rounding. The data-dependent layers
+    are fitted on rank 0 and broadcast; validation runs on rank 0 and its figures are
+    broadcast; every stop (early stopping, a non-finite loss, the support guard, SIGINT or
+    SIGTERM on any rank) is agreed on by all ranks at a step boundary, so none waits for
+    another forever. Only rank 0 shows the progress bar and calls ``on_validation``.
+
     Args:
         flow: the flow to train, in the data's own units.
         data: training points, shape ``(rows, features)``.
@@ -213,6 +231,11 @@ def train(
             then ignored.
         stop_after: end this run once this many steps (in total) are done, keeping the
             schedule of ``steps``; the result's ``stop_reason`` is ``"paused"``.
+        device: move the flow to this device first (``"auto"``, ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``); by default the flow stays where it is. The data follow the flow.
+        mixed_precision: ``"bf16"`` runs the conditioner networks under bf16 autocast, on
+            CUDA only (refused elsewhere); log-determinants and base log-densities stay
+            float32. ``None`` or ``"none"`` (the default) trains in the flow's dtype.
 
     Returns:
         A :class:`TrainingResult`.
@@ -235,6 +258,19 @@ def train(
         "seed": seed,
         "validation_fraction": validation_fraction,
     }
+    rank, world_size = world()
+    if world_size > 1:
+        arguments["world_size"] = world_size
+        if batch_size % world_size != 0:
+            raise ValueError(
+                f"the global batch_size {batch_size} must be divisible by the {world_size} "
+                f"processes; give a multiple of {world_size}"
+            )
+    if device is not None:
+        flow.to(resolve_device(device))
+    precision = check_mixed_precision(mixed_precision, flow.log_normalizer.device)
+    if precision != "none":
+        arguments["mixed_precision"] = precision
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if validation_data is None:
@@ -254,8 +290,12 @@ def train(
     device = reference.device
     if resume is not None:
         _check_resume(resume, arguments, train_data)
-    elif initialize:
+    elif initialize and world_size == 1:
         fit_data_dependent_layers(flow, train_data[:8192])
+    elif initialize:
+        _fit_on_rank_zero(flow, train_data[:8192], rank, device)
+    if world_size > 1:
+        broadcast_module(flow)
     _check_training_support(flow, train_data)
 
     # foreach: one fused update over all tensors, which matters for many small layers.
@@ -295,70 +335,96 @@ def train(
     started = time.perf_counter() - seconds_before
 
     flow.train()
+    model: torch.nn.Module = flow
+    if world_size > 1:
+        # Buffers (standardization, ActNorm flags) were broadcast above and never change.
+        model = DistributedDataParallel(
+            flow,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False,
+        )
+    autocast = conditioner_autocast(flow) if precision == "bf16" else contextlib.nullcontext()
+    interrupts = _interrupt_flag() if world_size > 1 else contextlib.nullcontext([False])
     bar = tqdm(
         total=steps,
         initial=first_step - 1,
-        disable=not progress,
+        disable=not progress or rank != 0,
         desc="training",
         unit="step",
         leave=False,
     )
     try:
-        for step in range(first_step, steps + 1):
-            if stop_after is not None and step > stop_after:
-                result.stop_reason = "paused"
-                break
-
-            indices = torch.randint(len(train_data), (batch_size,), generator=generator)
-            batch = train_data[indices.to(device)]
-            if augment is not None:
-                batch = augment(batch, generator)
-
-            loss = -flow.log_prob(batch).mean()
-            if not torch.isfinite(loss):
-                result.stop_reason = "non-finite loss"
-                logger.warning("stopping at step %d: the loss is %s", step, loss.item())
-                break
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), gradient_clip)
-            if guard:
-                result.undone_steps += _guarded_step(flow, optimizer, batch)
-            else:
-                optimizer.step()
-            scheduler.step()
-            result.steps_completed = step
-            interval_losses.append(loss.item())
-            bar.update(1)
-
-            if step % validation_interval == 0 or step == steps:
-                row = _validate(flow, train_data, validation_data, guard, interval_losses, step)
-                row["learning_rate"] = scheduler.get_last_lr()[0]
-                row["seconds"] = time.perf_counter() - started
-                interval_losses = []
-                result.history.append(row)
-                bar.set_postfix(
-                    train=f"{row['train_nll']:.3f}", val=f"{row['validation_nll']:.3f}"
-                )
-                if on_validation is not None:
-                    on_validation(flow, row)
-
-                if row["validation_nll"] < result.best_validation_nll:
-                    result.best_validation_nll = row["validation_nll"]
-                    result.best_step = step
-                    best_state = copy.deepcopy(flow.state_dict())
-                    validations_without_improvement = 0
-                else:
-                    validations_without_improvement += 1
-                if row.get("training_outside", 0.0) > 0:
-                    logger.warning("a step pushed training points out of the support; reverting")
-                    flow.load_state_dict(best_state)
-                    for group in optimizer.param_groups:
-                        group["lr"] *= 0.5
-                if validations_without_improvement >= patience:
-                    result.stop_reason = "early stopping"
+        with autocast, interrupts as interrupted:
+            for step in range(first_step, steps + 1):
+                if stop_after is not None and step > stop_after:
+                    result.stop_reason = "paused"
                     break
+
+                indices = torch.randint(len(train_data), (batch_size,), generator=generator)
+                batch = train_data[indices.to(device)]
+                if augment is not None:
+                    batch = augment(batch, generator)
+                if world_size > 1:
+                    # Rows rank, rank + N, ...: the ranks' shards make up the global batch.
+                    batch = batch[rank::world_size]
+
+                loss = -model(batch).mean() if world_size > 1 else -flow.log_prob(batch).mean()
+                if world_size > 1:
+                    # One collective carries the mean loss and any rank's interrupt, so
+                    # every rank stops at the same step.
+                    loss_value, stop = _reduce_step(loss, interrupted[0], world_size)
+                    if stop:
+                        raise KeyboardInterrupt
+                else:
+                    loss_value = loss
+                if not torch.isfinite(loss_value):
+                    result.stop_reason = "non-finite loss"
+                    logger.warning("stopping at step %d: the loss is %s", step, loss_value.item())
+                    break
+
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(flow.parameters(), gradient_clip)
+                if guard:
+                    result.undone_steps += _guarded_step(flow, optimizer, batch)
+                else:
+                    optimizer.step()
+                scheduler.step()
+                result.steps_completed = step
+                interval_losses.append(loss_value.item())
+                bar.update(1)
+
+                if step % validation_interval == 0 or step == steps:
+                    row = _validate_on_rank_zero(
+                        flow, train_data, validation_data, guard, interval_losses, step
+                    )
+                    row["learning_rate"] = scheduler.get_last_lr()[0]
+                    row["seconds"] = time.perf_counter() - started
+                    interval_losses = []
+                    result.history.append(row)
+                    bar.set_postfix(
+                        train=f"{row['train_nll']:.3f}", val=f"{row['validation_nll']:.3f}"
+                    )
+                    if on_validation is not None and rank == 0:
+                        on_validation(flow, row)
+
+                    if row["validation_nll"] < result.best_validation_nll:
+                        result.best_validation_nll = row["validation_nll"]
+                        result.best_step = step
+                        best_state = copy.deepcopy(flow.state_dict())
+                        validations_without_improvement = 0
+                    else:
+                        validations_without_improvement += 1
+                    if row.get("training_outside", 0.0) > 0:
+                        logger.warning(
+                            "a step pushed training points out of the support; reverting"
+                        )
+                        flow.load_state_dict(best_state)
+                        for group in optimizer.param_groups:
+                            group["lr"] *= 0.5
+                    if agree_any(validations_without_improvement >= patience, device):
+                        result.stop_reason = "early stopping"
+                        break
     except KeyboardInterrupt:
         result.stop_reason = "interrupted"
         logger.warning(
@@ -397,6 +463,79 @@ def train(
     )
 
     return result
+
+
+def _fit_on_rank_zero(flow: Flow, data: Tensor, rank: int, device: torch.device) -> None:
+    """Fits the data-dependent layers on rank 0; the caller broadcasts the result."""
+    error: ValueError | None = None
+    if rank == 0:
+        try:
+            fit_data_dependent_layers(flow, data)
+        except ValueError as caught:
+            error = caught
+
+    # Every rank learns of a failure on rank 0, instead of waiting for its broadcast.
+    if agree_any(error is not None, device):
+        raise error or ValueError("fitting the data-dependent layers failed on rank 0")
+
+
+def _reduce_step(loss: Tensor, interrupted: bool, world_size: int) -> tuple[Tensor, bool]:
+    """Returns the mean of the ranks' losses and whether any rank was interrupted."""
+    carrier = torch.stack(
+        [loss.detach().double().cpu(), torch.tensor(1.0 if interrupted else 0.0).double()]
+    ).to(loss.device)
+    torch.distributed.all_reduce(carrier)
+
+    return carrier[0] / world_size, bool(carrier[1].item() > 0)
+
+
+@contextlib.contextmanager
+def _interrupt_flag() -> Iterator[list[bool]]:
+    """Turns SIGINT and SIGTERM into a flag that the ranks read together at each step.
+
+    Raising at once, as one process does, would leave the other ranks waiting in a
+    collective for a rank that has left.
+    """
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def remember(signal_number: int, frame: Any) -> None:
+        flag[0] = True
+
+    previous = {
+        number: signal.signal(number, remember) for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield flag
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _validate_on_rank_zero(
+    flow: Flow,
+    train_data: Tensor,
+    validation_data: Tensor,
+    guard: bool,
+    interval_losses: list[float],
+    step: int,
+) -> dict[str, float]:
+    """Validates on rank 0 and gives every rank its figures, so all decide alike."""
+    rank, world_size = world()
+    if world_size == 1:
+        return _validate(flow, train_data, validation_data, guard, interval_losses, step)
+
+    keys = ["validation_nll", "validation_outside"] + (["training_outside"] if guard else [])
+    if rank == 0:
+        row = _validate(flow, train_data, validation_data, guard, interval_losses, step)
+    else:
+        row = {"step": float(step), "train_nll": sum(interval_losses) / len(interval_losses)}
+    values = broadcast_values([row.get(key, 0.0) for key in keys], flow.log_normalizer.device)
+    row.update(zip(keys, values, strict=True))
+
+    return row
 
 
 def _checksum(data: Tensor) -> float:
@@ -463,8 +602,10 @@ def _guarded_step(flow: Flow, optimizer: torch.optim.Optimizer, batch: Tensor) -
     for attempt in range(6):
         optimizer.step()
         with torch.no_grad():
-            if torch.all(torch.isfinite(flow.log_prob(batch))):
-                return undone
+            left = not torch.all(torch.isfinite(flow.log_prob(batch)))
+        # Each rank checks its own shard; all keep or undo the step together.
+        if not agree_any(left, batch.device):
+            return undone
 
         undone += 1
         flow.load_state_dict(saved_parameters)

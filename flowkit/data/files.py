@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from flowkit.data.errors import DataError
 
-__all__ = ["SUPPORTED_SUFFIXES", "LoadedArray", "load_array"]
+__all__ = ["CSV_CHUNK_ROWS", "SUPPORTED_SUFFIXES", "LoadedArray", "load_array"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +72,79 @@ def _cell_error(path: str, row: int, column: int, text: str) -> DataError:
     return DataError(message)
 
 
-def _read_csv(path: str) -> tuple[np.ndarray, list[int], list[str] | None]:
-    """Values, their 1-based file line numbers, and the header (None when there is none)."""
+CSV_CHUNK_ROWS = 65_536
+"""Rows :func:`load_array` parses into one float64 block at a time when it reads a CSV."""
+
+
+def _non_blank_rows(
+    reader: Iterator[list[str]], line_number: Callable[[], int]
+) -> Iterator[tuple[int, list[str]]]:
+    """Yields ``(line, cells)`` for each row that holds something; blank lines are skipped."""
+    for cells in reader:
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        yield line_number(), cells
+
+
+def _parse_row(
+    path: str, line: int, cells: list[str], width: int, expected_from: str
+) -> list[float]:
+    """The cells of one data row as numbers; an error names the row and column otherwise."""
+    if len(cells) != width:
+        raise DataError(
+            f"{path}: row {line} has {len(cells)} columns, expected {width} as in {expected_from}"
+        )
+    row = []
+    for j, text in enumerate(cells):
+        number = _parse_float(text)
+        if number is None:
+            raise _cell_error(path, line, j + 1, text)
+        row.append(number)
+
+    return row
+
+
+def _read_csv(
+    path: str, chunk_rows: int = CSV_CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Values, their 1-based file line numbers, and the header (None when there is none).
+
+    Rows are parsed into float64 blocks of ``chunk_rows``, so the text of at most one block
+    is held as Python objects at a time; peak memory is about twice the final array.
+    """
+    blocks: list[np.ndarray] = []
+    line_blocks: list[np.ndarray] = []
+    header: list[str] | None = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
-            rows: list[tuple[int, list[str]]] = []
-            for cells in reader:
-                if not cells or all(not c.strip() for c in cells):
-                    continue  # Blank lines are skipped.
-                rows.append((reader.line_num, cells))
+            rows = _non_blank_rows(reader, lambda: reader.line_num)
+            first_line, first = next(rows, (0, None))
+            if first is None:
+                raise DataError(
+                    f"{path}: the file is empty; expected rows of comma-separated numbers"
+                )
+            pending = _first_rows(path, first_line, first)
+            if pending is None:
+                header = [c.strip() for c in first]
+                pending = []
+            width = len(header) if header is not None else len(first)
+            expected_from = (
+                f"the header (row {first_line})" if header is not None else f"row {first_line}"
+            )
+
+            chunk: list[list[float]] = list(pending)
+            lines: list[int] = [first_line] if header is None else []
+            for line, cells in rows:
+                chunk.append(_parse_row(path, line, cells, width, expected_from))
+                lines.append(line)
+                if len(chunk) == chunk_rows:
+                    blocks.append(np.array(chunk, dtype=np.float64).reshape(-1, width))
+                    line_blocks.append(np.array(lines, dtype=np.int64))
+                    chunk, lines = [], []
+            if chunk:
+                blocks.append(np.array(chunk, dtype=np.float64).reshape(-1, width))
+                line_blocks.append(np.array(lines, dtype=np.int64))
     except UnicodeDecodeError as error:
         raise DataError(
             f"{path}: not a UTF-8 text file (byte {error.start}); expected comma-separated numbers"
@@ -88,49 +152,34 @@ def _read_csv(path: str) -> tuple[np.ndarray, list[int], list[str] | None]:
     except csv.Error as error:
         raise DataError(f"{path}: cannot be read as CSV: {error}") from None
 
-    if not rows:
-        raise DataError(f"{path}: the file is empty; expected rows of comma-separated numbers")
+    if not blocks:
+        raise DataError(f"{path}: the file has a header (row {first_line}) but no data rows")
 
-    first_line, first = rows[0]
-    if len(first) == 1:
+    values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    line_numbers = line_blocks[0] if len(line_blocks) == 1 else np.concatenate(line_blocks)
+
+    return values, line_numbers, header
+
+
+def _first_rows(path: str, line: int, cells: list[str]) -> list[list[float]] | None:
+    """The first non-blank row as numbers, or None when it is a header (no cell a number)."""
+    if len(cells) == 1:
         for sep, sep_name in ((";", "semicolons"), ("\t", "tabs")):
-            if sep in first[0]:
+            if sep in cells[0]:
                 raise DataError(
-                    f"{path}: row {first_line}, column 1: found {first[0]!r}, a single column "
+                    f"{path}: row {line}, column 1: found {cells[0]!r}, a single column "
                     f"holding {sep_name}; flowkit reads comma-separated files"
                 )
 
-    # Header: a first row in which no cell is a number.
-    parsed_first = [_parse_float(c) for c in first]
-    header: list[str] | None = None
-    if all(v is None for v in parsed_first):
-        header = [c.strip() for c in first]
-        rows = rows[1:]
-        if not rows:
-            raise DataError(f"{path}: the file has a header (row {first_line}) but no data rows")
-    elif any(v is None for v in parsed_first):
-        column = next(j for j, v in enumerate(parsed_first) if v is None)
-        error = _cell_error(path, first_line, column + 1, first[column])
+    parsed = [_parse_float(c) for c in cells]
+    if all(v is None for v in parsed):
+        return None
+    if any(v is None for v in parsed):
+        column = next(j for j, v in enumerate(parsed) if v is None)
+        error = _cell_error(path, line, column + 1, cells[column])
         raise DataError(f"{error} (a header row must hold only names, no numbers)")
 
-    width = len(header) if header is not None else len(rows[0][1])
-    expected_from = f"the header (row {first_line})" if header is not None else f"row {rows[0][0]}"
-    values = np.empty((len(rows), width), dtype=np.float64)
-    lines = []
-    for i, (line, cells) in enumerate(rows):
-        if len(cells) != width:
-            raise DataError(
-                f"{path}: row {line} has {len(cells)} columns, expected {width} as in "
-                f"{expected_from}"
-            )
-        for j, text in enumerate(cells):
-            number = _parse_float(text)
-            if number is None:
-                raise _cell_error(path, line, j + 1, text)
-            values[i, j] = number
-        lines.append(line)
-
-    return values, lines, header
+    return [[float(v) for v in parsed]]
 
 
 def _read_npy(path: str) -> np.ndarray:
@@ -223,7 +272,7 @@ def load_array(
         values, row_numbers, header = _read_csv(source)
     else:
         values = _read_npy(source)
-        row_numbers = list(range(1, values.shape[0] + 1))
+        row_numbers = np.arange(1, values.shape[0] + 1)
         header = None
     names = header if header is not None else [f"column {j + 1}" for j in range(values.shape[1])]
 
@@ -231,7 +280,7 @@ def load_array(
     bad = ~np.isfinite(values).all(axis=1)
     dropped_rows: list[int] = []
     if bad.any():
-        bad_rows = [row_numbers[i] for i in np.flatnonzero(bad)]
+        bad_rows = [int(row_numbers[i]) for i in np.flatnonzero(bad)]
         if not drop_nonfinite:
             first = int(np.flatnonzero(bad)[0])
             column = int(np.flatnonzero(~np.isfinite(values[first]))[0])
