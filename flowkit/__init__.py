@@ -7,6 +7,7 @@ from flowkit.checkpoints import CheckpointError, load, read_metadata, save
 from flowkit.data import DataError, DataSplit, dataset_names, load_dataset
 from flowkit.flow import Flow, InexactFlowError
 from flowkit.presets import PRESETS, FlowConfig, build_flow, fit_data_dependent_layers
+from flowkit.scoring import ScoreReference, Scores, auroc, score
 from flowkit.training import TrainingResult, mean_negative_log_likelihood, train
 from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
 
@@ -28,10 +29,14 @@ __all__ = [
     "InexactFlowError",
     "Logit",
     "LowerBound",
+    "ScoreReference",
+    "Scores",
     "Standardize",
     "TrainingResult",
     "mean_negative_log_likelihood",
     "train",
+    "auroc",
+    "score",
     "build_flow",
     "dataset_names",
     "load",

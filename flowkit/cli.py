@@ -24,7 +24,7 @@ from nflows.transforms import InputOutsideDomain
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from flowkit import checkpoints, plots
+from flowkit import checkpoints, distributed, plots, scoring
 from flowkit._version import __version__
 from flowkit.checkpoints import CheckpointError, json_ready
 from flowkit.data import (
@@ -36,6 +36,7 @@ from flowkit.data import (
     load_array,
     load_dataset,
 )
+from flowkit.devices import DEVICE_CHOICES, MIXED_PRECISION_CHOICES, resolve_device
 from flowkit.flow import Flow
 from flowkit.presets import build_flow
 from flowkit.training import mean_negative_log_likelihood, train
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", "--num-samples", type=_positive_int, required=True, help="points")
     sample.add_argument("-o", "--output", required=True, help="a .csv or .npy file to write")
     sample.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the draws")
+    _add_device_flag(sample)
     sample.set_defaults(handler=_run_sample)
 
     logprob = verbs.add_parser(
@@ -164,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     logprob.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.pt file")
     logprob.add_argument("data", metavar="FILE", help="a .csv or .npy file of points")
     logprob.add_argument("-o", "--output", required=True, help="a .csv or .npy file to write")
+    _add_device_flag(logprob)
     logprob.set_defaults(handler=_run_logprob)
+
+    _add_score_parser(verbs, common)
 
     plot = verbs.add_parser(
         "plot", help="plot a checkpoint's density or samples", parents=[common]
@@ -267,7 +272,58 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="continue the run that wrote this model.pt (same DATA, --data-seed, --seed and "
         "--batch-size; the architecture comes from the checkpoint; --steps counts the total)",
     )
+    _add_device_flag(train_parser)
+    train_parser.add_argument(
+        "--mixed-precision",
+        choices=MIXED_PRECISION_CHOICES,
+        default="none",
+        help="bf16: run the conditioner networks under bf16 autocast (CUDA only; "
+        "log-determinants and base densities stay float32)",
+    )
     train_parser.set_defaults(handler=_run_train)
+
+
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help=f"{DEVICE_CHOICES} (default cpu, where runs repeat to the last bit; auto: the "
+        "first GPU if there is one, else the CPU; under torchrun, auto and cuda mean each "
+        "rank's own GPU)",
+    )
+
+
+def _add_score_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
+    score_parser = verbs.add_parser(
+        "score",
+        help="per-row out-of-distribution scores of a data file",
+        description="Score each row of FILE by its log-likelihood, its ELU saturation (the "
+        "share of the flow's ELU units near their floor -alpha) and their combination (the "
+        "sum of both, standardized on in-distribution reference data; high means unusual). "
+        "Writes the columns log_likelihood, elu_saturation, combined.",
+        parents=[common],
+    )
+    score_parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.pt file")
+    score_parser.add_argument("data", metavar="FILE", help="a .csv or .npy file of points")
+    score_parser.add_argument(
+        "-o",
+        "--out",
+        help="a .csv (with a header) or .npy (rows x 3) file to write (default: CSV on stdout)",
+    )
+    score_parser.add_argument(
+        "--reference",
+        metavar="REFERENCE",
+        help="in-distribution .csv/.npy points that fix the combination (default: the "
+        "validation part of the data set named in the checkpoint, as load_dataset cuts it)",
+    )
+    score_parser.add_argument(
+        "--margin",
+        type=_argument_type(float, lambda value: 0 < value < 1, "a number in (0, 1)"),
+        default=scoring.DEFAULT_MARGIN,
+        help="a unit is near its floor when within margin * alpha of -alpha "
+        f"(default {scoring.DEFAULT_MARGIN})",
+    )
+    score_parser.set_defaults(handler=_run_score)
 
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -468,7 +524,37 @@ def _resumed_flow(args: argparse.Namespace) -> tuple[Flow, dict[str, Any], str]:
     return flow, state, str(preset)
 
 
+def _run_folder(args: argparse.Namespace, name: str) -> Path | None:
+    """Rank 0 makes the run folder; the other ranks get None and write nothing.
+
+    A refusal on rank 0 reaches every rank, which would otherwise wait for it in training.
+    """
+    rank, world_size = distributed.world()
+    folder, error = None, None
+    if rank == 0:
+        try:
+            folder = _output_folder(args.out, args.force, name)
+        except ValueError as caught:
+            error = caught
+    if world_size > 1 and distributed.agree_any(error is not None, args.training_device):
+        raise error or ValueError("rank 0 could not make the run folder; see its message")
+    if error is not None:
+        raise error
+
+    return folder
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    # torchrun's environment makes this one rank of a data-parallel run; alone, a no-op.
+    group = distributed.init_from_environment(args.device)
+    args.training_device = group.device
+    try:
+        return _train_command(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     split = load_dataset(
         args.data,
@@ -481,10 +567,17 @@ def _run_train(args: argparse.Namespace) -> int:
             f"--batch-size {args.batch_size} is larger than the {len(split.train)} training "
             f"points of {split.name}; give at most {len(split.train)}"
         )
+    processes = distributed.world()[1]
+    if args.batch_size % processes != 0:
+        # Checked before the run folder is made, so a refused run leaves nothing behind.
+        raise ValueError(
+            f"--batch-size {args.batch_size} is the global batch and must be divisible by the "
+            f"{processes} processes; give a multiple of {processes}"
+        )
     if args.resume is not None:
         # Read before the run folder is made, so a bad checkpoint leaves nothing behind.
         flow, resume, preset = _resumed_flow(args)
-        folder = _output_folder(args.out, args.force, split.name)
+        folder = _run_folder(args, split.name)
         return _train_and_write(args, split, flow, preset, None, False, resume, folder)
 
     auto_lower = False
@@ -497,7 +590,7 @@ def _run_train(args: argparse.Namespace) -> int:
     preset = _choose_preset(args.preset, split, lower)
     if lower is not None and args.lower is not None and preset != "bounded":
         raise ValueError(f"--lower needs --preset bounded or auto, not {preset!r}")
-    folder = _output_folder(args.out, args.force, split.name)
+    folder = _run_folder(args, split.name)
 
     # Options left out take the preset's own defaults (see flowkit.presets.PRESET_DEFAULTS).
     given = {"coupling": args.coupling, "num_layers": args.layers, "hidden_features": args.hidden}
@@ -519,9 +612,13 @@ def _train_and_write(
     lower: list[float | None] | None,
     auto_lower: bool,
     resume: dict[str, Any] | None,
-    folder: Path,
+    folder: Path | None,
 ) -> int:
-    """Trains ``flow`` (fresh, or continuing ``resume``) and writes the run folder."""
+    """Trains ``flow`` (fresh, or continuing ``resume``) and writes the run folder.
+
+    ``folder`` is None on the ranks other than 0 of a multi-process run: they train and
+    write nothing.
+    """
     if split.features != flow.features:
         raise ValueError(
             f"{args.data} has {split.features} feature(s), but the flow in {args.resume} "
@@ -549,8 +646,15 @@ def _train_and_write(
             progress=not args.no_progress,
             augment=split.augment,
             resume=resume,
+            device=args.training_device,
+            mixed_precision=args.mixed_precision,
         )
     seconds = time.perf_counter() - started
+    status = 130 if result.stop_reason == "interrupted" else 0
+    if folder is None:
+        return status
+    # Evaluation, plots and the checkpoint work on the CPU, whatever device trained.
+    flow.to("cpu")
 
     metrics = {
         "dataset": split.name,
@@ -577,7 +681,7 @@ def _train_and_write(
     _print_summary(metrics, folder, written)
 
     # An interrupted run still wrote its folder; the status tells scripts it did not finish.
-    return 130 if result.stop_reason == "interrupted" else 0
+    return status
 
 
 def _write_run(
@@ -692,7 +796,7 @@ def _stream_table(
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    flow = checkpoints.load(args.checkpoint)
+    flow = checkpoints.load(args.checkpoint, map_location=resolve_device(args.device))
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".npy"):
         raise ValueError(f"{output}: the output must end in .csv or .npy")
@@ -760,7 +864,7 @@ def _stream_logprob(args: argparse.Namespace, flow: Flow, table: np.ndarray) -> 
 
 
 def _run_logprob(args: argparse.Namespace) -> int:
-    flow = checkpoints.load(args.checkpoint)
+    flow = checkpoints.load(args.checkpoint, map_location=resolve_device(args.device))
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".npy"):
         raise ValueError(f"{output}: the output must end in .csv or .npy")
@@ -784,6 +888,88 @@ def _run_logprob(args: argparse.Namespace) -> int:
     print(
         f"mean NLL {mean_nll:.4f} nats over {int(finite.sum())} rows; {outside} of "
         f"{len(log_probs)} rows outside the support (log-likelihood -inf); wrote {output}"
+    )
+
+    return 0
+
+
+SCORE_COLUMNS = ("log_likelihood", "elu_saturation", "combined")
+"""Columns ``flowkit score`` writes, in this order."""
+
+
+def _score_rows(path: str, flow: Flow, what: str) -> np.ndarray:
+    """Reads a data file's rows for scoring; a .npy stays a memory map."""
+    table = _open_npy_rows(path)
+    if table is None:
+        table = load_array(path, for_training=False).values
+    if table.shape[1] != flow.features:
+        raise ValueError(
+            f"{what} {path} has {table.shape[1]} column(s) per row, but the flow models "
+            f"{flow.features} feature(s)"
+        )
+
+    return table
+
+
+def _score_reference(args: argparse.Namespace, flow: Flow) -> tuple[Any, str]:
+    """Returns in-distribution reference rows and where they came from."""
+    if args.reference is not None:
+        return _score_rows(args.reference, flow, "reference"), args.reference
+
+    source = checkpoints.read_metadata(args.checkpoint).get("dataset")
+    if source and (source in dataset_names() or Path(source).is_file()):
+        validation = load_dataset(source).validation
+        if validation.shape[1] != flow.features:
+            raise ValueError(
+                f"the data set {source} named in {args.checkpoint} has {validation.shape[1]} "
+                f"feature(s), but the flow models {flow.features}; give --reference"
+            )
+        return validation, f"the validation part of {source}"
+
+    raise ValueError(
+        f"{args.checkpoint} names no data set that can be read here ({source!r}); give "
+        "--reference with in-distribution points"
+    )
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    flow = checkpoints.load(args.checkpoint)
+    output = Path(args.out) if args.out is not None else None
+    if output is not None and output.suffix.lower() not in (".csv", ".npy"):
+        raise ValueError(f"{output}: the output must end in .csv or .npy")
+    table = _score_rows(args.data, flow, "data file")
+    reference_rows, reference_source = _score_reference(args, flow)
+
+    reference = scoring.ScoreReference.fit(scoring.score(flow, reference_rows, margin=args.margin))
+    scores = scoring.score(flow, table, margin=args.margin)
+    combined = reference.combine(scores)
+    values = torch.stack([scores.log_likelihood, scores.elu_saturation, combined], dim=1)
+    values = values.double().numpy()
+
+    if output is None:
+        header = ",".join(SCORE_COLUMNS)
+        np.savetxt(sys.stdout, values, delimiter=",", fmt="%.17g", header=header, comments="")
+    elif output.suffix.lower() == ".npy":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.save(output, values)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(
+            output, values, delimiter=",", fmt="%.17g", header=",".join(SCORE_COLUMNS), comments=""
+        )
+
+    finite = torch.isfinite(scores.log_likelihood)
+    mean_log_likelihood = (
+        scores.log_likelihood[finite].double().mean().item() if finite.any() else -math.inf
+    )
+    # With the table on stdout, the summary goes to stderr so the table stays clean.
+    print(
+        f"scored {len(scores)} rows ({int((~finite).sum())} outside the support): mean "
+        f"log-likelihood {mean_log_likelihood:.4f} nats, mean ELU saturation "
+        f"{scores.elu_saturation.double().mean().item():.4f} of {scores.elu_units} units "
+        f"(margin {args.margin:g}); combination standardized on {reference_source}; wrote "
+        + (str(output) if output is not None else "stdout"),
+        file=sys.stdout if output is not None else sys.stderr,
     )
 
     return 0
