@@ -14,6 +14,7 @@ from torch import Tensor
 
 from flowkit.flow import Flow
 from flowkit.nets import ResidualConditioner
+from flowkit.nets.residual import ACTIVATIONS, BLOCK_ORDERS
 from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
 from flowkit.transforms.domain import RestrictedDomain
 
@@ -64,6 +65,9 @@ class FlowConfig:
             masks only.
         lower: per-feature lower bounds for ``"bounded"`` (``None`` entries are unbounded).
         dropout: dropout inside the conditioners.
+        activation: the conditioners' activation, ``"elu"`` (default) or ``"relu"``.
+        block_order: ``"pre"`` (default) puts the conditioners' activations inside the
+            residual branch, ``"post"`` after the addition.
     """
 
     preset: str = "unbounded"
@@ -79,6 +83,8 @@ class FlowConfig:
     mixing: str = "none"
     lower: list[float | None] | None = None
     dropout: float = 0.0
+    activation: str = "elu"
+    block_order: str = "pre"
 
     def __post_init__(self) -> None:
         problems = []
@@ -102,6 +108,12 @@ class FlowConfig:
             problems.append(f"tail_bound must be positive, got {self.tail_bound!r}")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        if self.block_order not in BLOCK_ORDERS:
+            problems.append(f"block_order must be one of {BLOCK_ORDERS}, got {self.block_order!r}")
         if self.preset == "bounded":
             if self.lower is None or len(self.lower) != self.features:
                 problems.append(
@@ -136,6 +148,8 @@ def _conditioner_factory(config: FlowConfig):
             hidden_features=config.hidden_features,
             num_blocks=config.num_blocks,
             dropout=config.dropout,
+            activation=config.activation,
+            block_order=config.block_order,
         )
 
     return create
