@@ -9,7 +9,7 @@ estimated as test NLL minus true test NLL (with the standard error of the per-po
 differences), the share of test points scored ``-inf``, and the share of the model's own
 samples that fall outside the true support.
 
-It supersedes ``examples/bounded_below.py`` (one seed, no paired comparison).
+It replaced an earlier single-seed version without the paired comparison.
 
 Run: python examples/bounded_inductive_bias.py [--quick]
 """
