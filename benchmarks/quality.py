@@ -7,9 +7,10 @@ has a known lower bound, ``unbounded`` otherwise), with its own trainer; the pee
 RealNVP and neural spline flow, zuko NSF and MAF) use the standard recipe of
 :func:`benchmarks.compare_nflows.train_nflows_flow` on standardized data. Reported:
 test NLL on fresh samples and ``KL = E_p[log p - log q]`` with the standard error of the
-paired differences.
+paired differences. Each set also gets a PNG of every model's learned density beside the
+truth, ``quality_densities/<set>.png`` under the output folder.
 
-Run: python -m benchmarks.quality [--quick] [--steps N] [--sets a,b] [--out DIR]
+Run: python -m benchmarks.quality [--quick] [--steps N] [--sets a,b] [--out DIR] [--no-plots]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,15 @@ from benchmarks.compare_nflows import (
 )
 from flowkit.data import load_dataset
 
-__all__ = ["KNOWN_DENSITY_SETS", "ZukoModel", "kl_estimate", "main"]
+__all__ = [
+    "KNOWN_DENSITY_SETS",
+    "ZukoModel",
+    "build_peer",
+    "kl_estimate",
+    "main",
+    "plot_densities",
+    "train_flowkit",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 KNOWN_DENSITY_SETS = (
@@ -61,8 +71,13 @@ class ZukoModel(nn.Module):
         """Log-density of the standardized inputs."""
         return self.flow().log_prob(inputs)
 
+    def sample(self, num_samples: int) -> Tensor:
+        """Draws ``num_samples`` points in the standardized units."""
+        return self.flow().sample((num_samples,))
 
-def _build_peer(kind: str, width: int, layers: int) -> nn.Module:
+
+def build_peer(kind: str, width: int, layers: int) -> nn.Module:
+    """A peer of :data:`PEERS` on 2 features, ``layers`` transforms of width ``width``."""
     if kind.startswith("nflows-"):
         return build_nflows_flow(kind.removeprefix("nflows-"), 2, width, layers)
 
@@ -102,10 +117,18 @@ def _evaluate(log_prob, split) -> dict[str, float]:
     }
 
 
-def _run_flowkit(split, steps: int, batch_size: int, layers: int) -> dict[str, Any]:
-    preset, options = "unbounded", {}
-    if split.lower_bound is not None:
-        preset = "bounded"
+def train_flowkit(
+    split, steps: int, batch_size: int, layers: int, preset: str | None = None, **options: Any
+) -> tuple[dict[str, Any], flowkit.Flow]:
+    """Trains a flowkit preset on ``split`` with flowkit's trainer; returns metrics and flow.
+
+    ``preset`` defaults to the one for the kind of data: ``bounded`` (with the set's known
+    bounds) where the set has a lower bound, ``unbounded`` otherwise. ``options`` go to
+    :func:`flowkit.build_flow` (``elu_tail=True``, for instance).
+    """
+    if preset is None:
+        preset = "unbounded" if split.lower_bound is None else "bounded"
+    if preset == "bounded" and "lower" not in options:
         options["lower"] = [b if math.isfinite(b) else None for b in split.lower_bound.tolist()]
     torch.manual_seed(0)
     flow = flowkit.build_flow(preset, 2, num_layers=layers, **options)
@@ -121,19 +144,23 @@ def _run_flowkit(split, steps: int, batch_size: int, layers: int) -> dict[str, A
         progress=False,
     )
     seconds = time.perf_counter() - started
-
-    return {
+    flow.eval()
+    result = {
         "preset": preset,
         "parameters": count_parameters(flow),
         "train_seconds": seconds,
         **_evaluate(flow.log_prob, split),
     }
 
+    return result, flow
 
-def _run_peer(kind: str, split, target: int, steps: int, batch_size: int, layers: int):
-    width, parameters = match_hidden_features(lambda w: _build_peer(kind, w, layers), target)
+
+def _run_peer(
+    kind: str, split, target: int, steps: int, batch_size: int, layers: int
+) -> tuple[dict[str, Any], Callable[[Tensor], Tensor]]:
+    width, parameters = match_hidden_features(lambda w: build_peer(kind, w, layers), target)
     torch.manual_seed(0)
-    model = _build_peer(kind, width, layers)
+    model = build_peer(kind, width, layers)
     preprocessing = Preprocessing(split.train)
     train_y, _ = preprocessing(split.train)
     validation_y, _ = preprocessing(split.validation)
@@ -145,12 +172,65 @@ def _run_peer(kind: str, split, target: int, steps: int, batch_size: int, layers
         mapped, logabsdet = preprocessing(data)
         return model.log_prob(mapped) + logabsdet
 
-    return {
+    result = {
         "hidden_features": width,
         "parameters": parameters,
         "train_seconds": seconds,
         **_evaluate(log_prob, split),
     }
+
+    return result, log_prob
+
+
+def plot_densities(
+    name: str,
+    split,
+    log_probs: dict[str, Callable[[Tensor], Tensor]],
+    path: Path,
+    resolution: int = 160,
+) -> Path:
+    """Draws the true density and each model's beside it on one grid; writes a PNG.
+
+    The window spans the 0.1 % to 99.9 % quantiles of the test points, padded by a tenth;
+    every panel shares the colour scale of the truth, so brighter means denser throughout.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    low = torch.quantile(split.test.double(), 0.001, dim=0)
+    high = torch.quantile(split.test.double(), 0.999, dim=0)
+    low, high = low - 0.1 * (high - low), high + 0.1 * (high - low)
+    if split.lower_bound is not None:
+        low = torch.maximum(low, split.lower_bound.double())
+    axes_values = [torch.linspace(low[i], high[i], resolution) for i in range(2)]
+    grid_x, grid_y = torch.meshgrid(*axes_values, indexing="xy")
+    points = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+
+    panels = {"truth": split.true_log_prob}
+    panels.update(log_probs)
+    densities = {}
+    with torch.no_grad():
+        for label, log_prob in panels.items():
+            values = torch.cat([log_prob(chunk) for chunk in points.float().split(8192)])
+            densities[label] = values.double().exp().reshape(resolution, resolution).numpy()
+    top = float(densities["truth"].max())
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8))
+    extent = (float(low[0]), float(high[0]), float(low[1]), float(high[1]))
+    for axis, (label, density) in zip(axes, densities.items(), strict=True):
+        axis.imshow(density, origin="lower", extent=extent, vmin=0, vmax=top, aspect="auto")
+        axis.set_title(label, fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(f"{name}: learned density beside the truth", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+    return path
 
 
 def _format_kl(run: dict[str, Any]) -> str:
@@ -168,6 +248,7 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--sets", default=",".join(KNOWN_DENSITY_SETS))
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--no-plots", action="store_true", help="skip the density PNGs")
     arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
     sizes = {"num_train": 20_000, "num_validation": 5_000, "num_test": 20_000}
     if arguments.quick:
@@ -181,13 +262,13 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     try:
         for name in arguments.sets.split(","):
             split = load_dataset(name, seed=0, **sizes)
-            runs = {
-                "flowkit": _run_flowkit(
-                    split, arguments.steps, arguments.batch_size, arguments.layers
-                )
-            }
+            result, flow = train_flowkit(
+                split, arguments.steps, arguments.batch_size, arguments.layers
+            )
+            runs = {"flowkit": result}
+            log_probs = {"flowkit": flow.log_prob}
             for kind in PEERS:
-                runs[kind] = _run_peer(
+                runs[kind], log_probs[kind] = _run_peer(
                     kind,
                     split,
                     runs["flowkit"]["parameters"],
@@ -195,6 +276,10 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
                     arguments.batch_size,
                     arguments.layers,
                 )
+            if not arguments.no_plots:
+                resolution = 40 if arguments.quick else 160
+                path = arguments.out / "quality_densities" / f"{name}.png"
+                plot_densities(name, split, log_probs, path, resolution)
             true_nll = -split.true_log_prob(split.test).double().mean().item()
             rows[name] = {"true_test_nll": true_nll, "runs": runs}
             print(name, {kind: _format_kl(run) for kind, run in runs.items()}, flush=True)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,7 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str | Path] | None = None) -> dict[str, Any]:
     """Measures training and streaming throughput; writes throughput.json and .md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings, for CI")
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--batch-size", type=int, default=FULL["batch_size"], help=argparse.SUPPRESS
     )
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
     if arguments.worker_output:
         _train_worker(arguments)
         return {}

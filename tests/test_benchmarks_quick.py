@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from benchmarks.compare_nflows import main
 
 
@@ -66,3 +68,72 @@ def test_quick_quality_benchmark_reports_kl_for_every_model(tmp_path: Path) -> N
             assert math.isfinite(run["test_nll"])
     assert report["rows"]["gamma-lognormal"]["runs"]["flowkit"]["preset"] == "bounded"
     assert (tmp_path / "quality.md").exists()
+    for name in ("moons", "gamma-lognormal"):
+        assert (tmp_path / "quality_densities" / f"{name}.png").stat().st_size > 0
+
+
+def test_quick_ablation_compares_each_variant_with_no_elu(tmp_path: Path) -> None:
+    from benchmarks.ablation import BASELINE, VARIANTS
+    from benchmarks.ablation import main as ablation_main
+
+    report = ablation_main(["--quick", "--sets", "moons,gamma-lognormal", "--out", tmp_path])
+
+    assert set(report["rows"]["moons"]["runs"]) == {BASELINE, "ELU tail"}
+    assert set(report["rows"]["gamma-lognormal"]["runs"]) == set(VARIANTS)
+    for row in report["rows"].values():
+        assert row["runs"][BASELINE]["kl_change"] == 0
+        for run in row["runs"].values():
+            assert 0 <= run["test_outside"] <= 1
+            assert math.isfinite(run["test_nll"])
+    assert "ΔKL" in (tmp_path / "ablation.md").read_text()
+
+
+def test_quick_speed_reports_every_part(tmp_path: Path) -> None:
+    from benchmarks.speed import main as speed_main
+
+    models = ["flowkit-unbounded", "zuko-maf"]
+    report = speed_main(["--quick", "--models", ",".join(models), "--out", tmp_path])
+
+    assert list(report["models"]["rows"]) == models
+    for row in report["models"]["rows"].values():
+        assert row["train_steps_per_second"] > 0
+        assert row["sample_points_per_second"] > 0
+    assert set(report["models"]["rows"]["flowkit-unbounded"]["peak_memory_mib"]) == {
+        "train",
+        "log_prob",
+        "sample",
+    }
+    assert all(row["median_ratio"] > 0 for row in report["overhead"]["rows"].values())
+    assert any("speed_ratio" in row for row in report["elu"]["rows"].values())
+    assert (tmp_path / "speed.md").read_text().startswith("# Speed")
+
+
+def test_quick_scaling_fits_a_slope_per_model_and_draws_the_plot(tmp_path: Path) -> None:
+    from benchmarks.scaling import fit_slope
+    from benchmarks.scaling import main as scaling_main
+
+    report = scaling_main(
+        ["--quick", "--models", "flowkit-unbounded,nflows-nsf", "--out", tmp_path]
+    )
+
+    for sweep in ("batch", "dimension"):
+        assert all(math.isfinite(slope) for slope in report[sweep]["slopes"].values())
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert fit_slope([1, 10, 100], [2, 20, 200]) == pytest.approx(1.0)
+
+
+def test_quick_throughput_compares_one_and_two_processes(tmp_path: Path) -> None:
+    from benchmarks.throughput import main as throughput_main
+
+    report = throughput_main(["--quick", "--out", tmp_path])
+
+    written = json.loads((tmp_path / "throughput-quick.json").read_text())
+    assert written["training"].keys() == {"1", "2"}
+    one, two = written["training"]["1"], written["training"]["2"]
+    assert one["global_batch"] == two["global_batch"]
+    assert two["processes"] == 2
+    # The same seeded global batches: both runs end at the same validation NLL.
+    assert abs(one["validation_nll"] - two["validation_nll"]) < 0.02
+    assert report["streaming"]["rows"] == written["streaming"]["rows"] > 0
+    assert written["streaming"]["logprob_rows_per_second"] > 0
+    assert (tmp_path / "throughput-quick.md").exists()
