@@ -191,11 +191,11 @@ class Flow(nn.Module):
 
         return lower, upper
 
-    def _base_log_prob(self, noise: Tensor) -> Tensor:
+    def _base_log_prob(self, noise: Tensor, box: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if not self.support.truncated_base:
             return standard_normal_log_prob(noise)
 
-        lower, upper = self.base_box(noise.dtype)
+        lower, upper = self.base_box(noise.dtype) if box is None else box
         # By construction every data point maps into the closed box; clamping only removes
         # the last-bit disagreements between a point's path and the ends' path.
         noise = torch.minimum(torch.maximum(noise, lower), upper)
@@ -203,7 +203,11 @@ class Flow(nn.Module):
         return standard_normal_log_prob(noise) - box_normal_log_normalizer(lower, upper)
 
     def _sample_base(
-        self, num_samples: int, dtype: torch.dtype, generator: torch.Generator | None
+        self,
+        num_samples: int,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+        box: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         device = self.log_normalizer.device
         if not self.support.truncated_base:
@@ -211,7 +215,7 @@ class Flow(nn.Module):
                 num_samples, self.features, dtype=dtype, device=device, generator=generator
             )
 
-        lower, upper = self.base_box(dtype)
+        lower, upper = self.base_box(dtype) if box is None else box
         return sample_box_normal(num_samples, lower, upper, generator=generator)
 
     # --- density ----------------------------------------------------------------------------
@@ -316,6 +320,61 @@ class Flow(nn.Module):
 
         return samples, logabsdet, inside
 
+    def _check_sample_request(self, num_samples: int, dtype: torch.dtype | None) -> torch.dtype:
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
+            raise ValueError(f"num_samples must be a non-negative integer; got {num_samples!r}")
+        dtype = dtype or self.dtype
+        if dtype != self.dtype:
+            raise TypeError(
+                f"cannot sample {dtype} from a {self.dtype} flow; convert the flow with "
+                f".to({dtype}) first"
+            )
+
+        return dtype
+
+    def _draw(
+        self,
+        num_samples: int,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+        with_log_prob: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        device = self.log_normalizer.device
+        if num_samples == 0:
+            empty_log_prob = torch.zeros(0, dtype=dtype, device=device)
+            return (
+                torch.zeros(0, self.features, dtype=dtype, device=device),
+                empty_log_prob if with_log_prob else None,
+            )
+
+        # The truncation box depends only on the parameters: one pass through the tail
+        # layers serves every rejection round, and sampling alone skips the base density.
+        box = self.base_box(dtype) if self.support.truncated_base else None
+
+        samples, log_probs = [], []
+        remaining, attempts = num_samples, 0
+        while remaining > 0:
+            attempts += 1
+            if attempts > 100:
+                raise InputOutsideDomain(
+                    f"rejection sampling still lacked {remaining} of {num_samples} draws after "
+                    "100 rounds; the flow's image covers almost none of its base"
+                )
+            noise = self._sample_base(remaining, dtype, generator, box)
+            drawn, inverse_logabsdet, inside = self._noise_to_data(noise)
+            samples.append(drawn[inside])
+            if with_log_prob:
+                base_log_prob = self._base_log_prob(noise, box)
+                log_prob = base_log_prob - inverse_logabsdet - self.log_normalizer.to(dtype)
+                log_probs.append(log_prob[inside])
+            remaining -= int(inside.sum())
+
+        drawn_all = torch.cat(samples)[:num_samples]
+        if not with_log_prob:
+            return drawn_all, None
+
+        return drawn_all, torch.cat(log_probs)[:num_samples]
+
     def sample_and_log_prob(
         self,
         num_samples: int,
@@ -329,39 +388,10 @@ class Flow(nn.Module):
             dtype: floating dtype of the draws; must be the flow's (the default).
             generator: a ``torch.Generator`` for repeatable draws.
         """
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
-            raise ValueError(f"num_samples must be a non-negative integer; got {num_samples!r}")
-        dtype = dtype or self.dtype
-        if dtype != self.dtype:
-            raise TypeError(
-                f"cannot sample {dtype} from a {self.dtype} flow; convert the flow with "
-                f".to({dtype}) first"
-            )
-        if num_samples == 0:
-            device = self.log_normalizer.device
-            return (
-                torch.zeros(0, self.features, dtype=dtype, device=device),
-                torch.zeros(0, dtype=dtype, device=device),
-            )
+        dtype = self._check_sample_request(num_samples, dtype)
+        samples, log_prob = self._draw(num_samples, dtype, generator, with_log_prob=True)
 
-        samples, log_probs = [], []
-        remaining, attempts = num_samples, 0
-        while remaining > 0:
-            attempts += 1
-            if attempts > 100:
-                raise InputOutsideDomain(
-                    f"rejection sampling still lacked {remaining} of {num_samples} draws after "
-                    "100 rounds; the flow's image covers almost none of its base"
-                )
-            noise = self._sample_base(remaining, dtype, generator)
-            base_log_prob = self._base_log_prob(noise)
-            drawn, inverse_logabsdet, inside = self._noise_to_data(noise)
-            log_prob = base_log_prob - inverse_logabsdet - self.log_normalizer.to(dtype)
-            samples.append(drawn[inside])
-            log_probs.append(log_prob[inside])
-            remaining -= int(inside.sum())
-
-        return torch.cat(samples)[:num_samples], torch.cat(log_probs)[:num_samples]
+        return samples, log_prob
 
     def sample(
         self,
@@ -369,8 +399,13 @@ class Flow(nn.Module):
         dtype: torch.dtype | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draws ``num_samples`` points in the data's own units; never NaN or inf."""
-        samples, _ = self.sample_and_log_prob(num_samples, dtype=dtype, generator=generator)
+        """Draws ``num_samples`` points in the data's own units; never NaN or inf.
+
+        The same draws as :meth:`sample_and_log_prob` with the same generator, without the
+        cost of the base log-density.
+        """
+        dtype = self._check_sample_request(num_samples, dtype)
+        samples, _ = self._draw(num_samples, dtype, generator, with_log_prob=False)
 
         return samples
 
