@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -36,7 +37,12 @@ from flowkit.data import (
     load_array,
     load_dataset,
 )
-from flowkit.devices import DEVICE_CHOICES, MIXED_PRECISION_CHOICES, resolve_device
+from flowkit.devices import (
+    DEVICE_CHOICES,
+    MIXED_PRECISION_CHOICES,
+    check_mixed_precision,
+    resolve_device,
+)
 from flowkit.flow import Flow
 from flowkit.presets import build_flow
 from flowkit.training import mean_negative_log_likelihood, train
@@ -546,6 +552,7 @@ def _run_folder(args: argparse.Namespace, name: str) -> Path | None:
 
 def _run_train(args: argparse.Namespace) -> int:
     # torchrun's environment makes this one rank of a data-parallel run; alone, a no-op.
+    _command_line_device(args.device)
     group = distributed.init_from_environment(args.device)
     args.training_device = group.device
     try:
@@ -567,6 +574,8 @@ def _train_command(args: argparse.Namespace) -> int:
             f"--batch-size {args.batch_size} is larger than the {len(split.train)} training "
             f"points of {split.name}; give at most {len(split.train)}"
         )
+    # Refused before the run folder is made, so a refused run leaves nothing behind.
+    check_mixed_precision(args.mixed_precision, args.training_device)
     processes = distributed.world()[1]
     if args.batch_size % processes != 0:
         # Checked before the run folder is made, so a refused run leaves nothing behind.
@@ -747,18 +756,51 @@ def _print_summary(metrics: dict[str, Any], folder: Path, written: list[str]) ->
 # --- sample, logprob, plot --------------------------------------------------------------------
 
 
+def _command_line_device(text: str) -> torch.device:
+    """Resolves ``--device``; the ``meta`` device holds no values, so it is refused here."""
+    device = resolve_device(text)
+    if device.type == "meta":
+        raise ValueError(f"--device must be {DEVICE_CHOICES}, got {text!r}")
+
+    return device
+
+
+def _load_on_device(checkpoint: str, device_text: str) -> Flow:
+    """Loads a checkpoint on the CPU, where it is always readable, then moves the flow."""
+    device = _command_line_device(device_text)
+
+    return checkpoints.load(checkpoint).to(device)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """Yields a temporary path beside ``path`` that replaces it only once fully written.
+
+    An error half-way (a NaN row in the input, an interrupt) leaves an earlier file at
+    ``path`` as it was and no half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The suffix stays last: np.save would otherwise append its own ".npy".
+    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _write_table(path: Path, values: np.ndarray) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy"):
         raise ValueError(f"{path}: the output must end in .csv or .npy")
-    path.parent.mkdir(parents=True, exist_ok=True)
 
-    if suffix == ".npy":
-        np.save(path, values)
-    else:
-        # Enough digits to read every value back exactly.
-        digits = 9 if values.dtype == np.float32 else 17
-        np.savetxt(path, values, delimiter=",", fmt=f"%.{digits}g")
+    with _atomic_output(path) as temporary:
+        if suffix == ".npy":
+            np.save(temporary, values)
+        else:
+            # Enough digits to read every value back exactly.
+            digits = 9 if values.dtype == np.float32 else 17
+            np.savetxt(temporary, values, delimiter=",", fmt=f"%.{digits}g")
 
 
 def _stream_table(
@@ -773,30 +815,30 @@ def _stream_table(
 
     ``flatten`` writes a one-column table as a 1-D ``.npy``, as ``logprob`` does.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     numpy_dtype = np.float32 if dtype == torch.float32 else np.float64
 
-    if path.suffix.lower() == ".npy":
-        # A .npy header needs the final shape, which is known: fill a memory-mapped file.
-        shape = (rows,) if flatten else (rows, features)
-        table = np.lib.format.open_memmap(path, mode="w+", dtype=numpy_dtype, shape=shape)
-        start = 0
-        for chunk in chunks:
-            values = chunk.cpu().numpy()
-            table[start : start + len(chunk)] = values[:, 0] if flatten else values
-            start += len(chunk)
-        table.flush()
-        del table
-        return
+    with _atomic_output(path) as temporary:
+        if path.suffix.lower() == ".npy":
+            # A .npy header needs the final shape, which is known: fill a memory-mapped file.
+            shape = (rows,) if flatten else (rows, features)
+            table = np.lib.format.open_memmap(temporary, mode="w+", dtype=numpy_dtype, shape=shape)
+            start = 0
+            for chunk in chunks:
+                values = chunk.cpu().numpy()
+                table[start : start + len(chunk)] = values[:, 0] if flatten else values
+                start += len(chunk)
+            table.flush()
+            del table
+            return
 
-    digits = 9 if numpy_dtype == np.float32 else 17
-    with path.open("w", encoding="utf-8") as handle:
-        for chunk in chunks:
-            np.savetxt(handle, chunk.cpu().numpy(), delimiter=",", fmt=f"%.{digits}g")
+        digits = 9 if numpy_dtype == np.float32 else 17
+        with temporary.open("w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                np.savetxt(handle, chunk.cpu().numpy(), delimiter=",", fmt=f"%.{digits}g")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    flow = checkpoints.load(args.checkpoint, map_location=resolve_device(args.device))
+    flow = _load_on_device(args.checkpoint, args.device)
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".npy"):
         raise ValueError(f"{output}: the output must end in .csv or .npy")
@@ -815,12 +857,39 @@ def _open_npy_rows(path: str) -> np.ndarray | None:
         return None
     try:
         table = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None
     if table.ndim not in (1, 2) or table.dtype.kind not in "iuf" or len(table) == 0:
         return None
 
     return table if table.ndim == 2 else table.reshape(-1, 1)
+
+
+def _check_finite_rows(path: str, table: np.ndarray) -> None:
+    """Refuses a memory-mapped table with NaN or inf before any output is written.
+
+    One pass in chunks, so memory stays bounded; rows and columns are counted from 1, as
+    :func:`flowkit.data.files.load_array` counts them.
+    """
+    bad_rows: list[int] = []
+    first: tuple[int, int, float] | None = None
+    for start in range(0, len(table), _CHUNK):
+        values = np.asarray(table[start : start + _CHUNK], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if bad.size and first is None:
+            column = int(np.flatnonzero(~np.isfinite(values[bad[0]]))[0])
+            first = (start + int(bad[0]) + 1, column + 1, float(values[bad[0], column]))
+        bad_rows.extend((bad + start + 1).tolist())
+    if first is None:
+        return
+
+    listed = ", ".join(str(row) for row in bad_rows[:5])
+    if len(bad_rows) > 5:
+        listed += f" and {len(bad_rows) - 5} more"
+    raise DataError(
+        f"{path}: {len(bad_rows)} row(s) hold NaN or infinite values, rows {listed} (first at "
+        f"row {first[0]}, column {first[1]}: {first[2]}); nothing was written"
+    )
 
 
 def _stream_logprob(args: argparse.Namespace, flow: Flow, table: np.ndarray) -> int:
@@ -832,14 +901,11 @@ def _stream_logprob(args: argparse.Namespace, flow: Flow, table: np.ndarray) -> 
             f"{args.data} has {table.shape[1]} feature(s) per row, but the flow in "
             f"{args.checkpoint} models {flow.features}"
         )
+    _check_finite_rows(args.data, table)
 
     def scored_chunks() -> Iterator[Tensor]:
         for start in tqdm(range(0, rows, _CHUNK), desc="scoring", unit="chunk", leave=False):
             values = np.asarray(table[start : start + _CHUNK], dtype=np.float64)
-            bad = ~np.isfinite(values).all(axis=1)
-            if bad.any():
-                listed = (np.flatnonzero(bad)[:5] + start + 1).tolist()
-                raise DataError(f"{args.data}: NaN or infinite values in rows {listed}")
             with torch.no_grad():
                 yield _log_probs(flow, torch.from_numpy(values))[:, None]
 
@@ -864,7 +930,7 @@ def _stream_logprob(args: argparse.Namespace, flow: Flow, table: np.ndarray) -> 
 
 
 def _run_logprob(args: argparse.Namespace) -> int:
-    flow = checkpoints.load(args.checkpoint, map_location=resolve_device(args.device))
+    flow = _load_on_device(args.checkpoint, args.device)
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".npy"):
         raise ValueError(f"{output}: the output must end in .csv or .npy")
@@ -907,6 +973,7 @@ def _score_rows(path: str, flow: Flow, what: str) -> np.ndarray:
             f"{what} {path} has {table.shape[1]} column(s) per row, but the flow models "
             f"{flow.features} feature(s)"
         )
+    _check_finite_rows(path, table)
 
     return table
 
@@ -950,13 +1017,12 @@ def _run_score(args: argparse.Namespace) -> int:
         header = ",".join(SCORE_COLUMNS)
         np.savetxt(sys.stdout, values, delimiter=",", fmt="%.17g", header=header, comments="")
     elif output.suffix.lower() == ".npy":
-        output.parent.mkdir(parents=True, exist_ok=True)
-        np.save(output, values)
+        with _atomic_output(output) as temporary:
+            np.save(temporary, values)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        np.savetxt(
-            output, values, delimiter=",", fmt="%.17g", header=",".join(SCORE_COLUMNS), comments=""
-        )
+        with _atomic_output(output) as temporary:
+            header = ",".join(SCORE_COLUMNS)
+            np.savetxt(temporary, values, delimiter=",", fmt="%.17g", header=header, comments="")
 
     finite = torch.isfinite(scores.log_likelihood)
     mean_log_likelihood = (

@@ -99,7 +99,8 @@ def test_logprob_stream_names_rows_with_nan(tmp_path: Path, capsys):
     )
 
     error = capsys.readouterr().err
-    assert "nan.npy" in error and "rows [7]" in error
+    assert "nan.npy" in error and "first at row 7, column 2: nan" in error
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_logprob_of_a_million_rows_streams_with_bounded_memory(tmp_path: Path):
