@@ -12,6 +12,7 @@ import pickle
 import platform
 import tempfile
 import warnings
+import zipfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,13 @@ def _read_payload(path: Path, map_location: Any) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+
+    if not zipfile.is_zipfile(path):
+        # flowkit writes torch.save's zip archives only; anything else is refused unread.
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: it is not a torch.save archive (zip), so it "
+            "is truncated, corrupted or of another kind, such as a data file; it was not loaded"
+        )
 
     try:
         with warnings.catch_warnings():

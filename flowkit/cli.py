@@ -1098,6 +1098,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        # The reader of stdout stopped early (`flowkit score ... | head`): not an error of
+        # ours. Pointing stdout at /dev/null keeps Python's exit-time flush quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except _USER_ERRORS as error:
         if args.debug:
             raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +123,27 @@ def test_refused_mixed_precision_leaves_no_run_folder(tmp_path: Path, capsys) ->
 
     assert "bf16" in _error_line(capsys)
     assert not run.exists()
+
+
+def test_a_data_file_given_as_checkpoint_is_called_what_it_is(points: Path, capsys) -> None:
+    assert main(["sample", str(points), "-n", "3", "-o", str(points.with_name("s.npy"))]) == 1
+
+    line = _error_line(capsys)
+    assert "not a torch.save archive" in line and "data file" in line
+    assert not points.with_name("s.npy").exists()
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    many = tmp_path / "many.npy"
+    np.save(many, np.zeros((50_000, 2), dtype=np.float32))
+    command = [sys.executable, "-m", "flowkit", "score", str(MOONS), str(many)]
+
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        header = process.stdout.readline()
+        process.stdout.close()
+        error = process.stderr.read().decode()
+        status = process.wait(timeout=120)
+
+    assert header.startswith(b"log_likelihood")
+    assert status in (0, 141)
+    assert "error" not in error and "Traceback" not in error
