@@ -42,7 +42,7 @@ from benchmarks.compare_nflows import count_parameters, match_hidden_features
 from benchmarks.quality import KNOWN_DENSITY_SETS, RESULTS_DIR
 from flowkit.data import load_dataset
 
-__all__ = ["DEFAULTS", "STAGES", "main", "train_candidate"]
+__all__ = ["DEFAULTS", "STAGES", "build_candidate", "main", "train_candidate"]
 
 SIZES = {"num_train": 20_000, "num_validation": 5_000, "num_test": 20_000}
 """The split sizes of :func:`benchmarks.quality.main` (the same data seed gives the same
@@ -80,7 +80,9 @@ def _key(candidate: dict[str, Any]) -> str:
     return "defaults" if not changed else ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
 
 
-def _build(split, candidate: dict[str, Any], hidden_features: int | None) -> flowkit.Flow:
+def build_candidate(split, candidate: dict[str, Any], hidden_features: int | None) -> flowkit.Flow:
+    """Builds the preset for ``split``'s kind of data with ``candidate``'s flow options."""
+    """Builds the preset for ``split``'s kind of data with ``candidate``'s flow options."""
     preset = "unbounded" if split.lower_bound is None else "bounded"
     options = {k: v for k, v in candidate.items() if k not in TRAIN_OPTIONS}
     if preset == "bounded":
@@ -94,9 +96,11 @@ def train_candidate(
     split, candidate: dict[str, Any], target: int, steps: int, batch_size: int, seed: int
 ) -> dict[str, Any]:
     """Trains one candidate on ``split`` at ``target`` parameters; returns validation figures."""
-    width, parameters = match_hidden_features(lambda w: _build(split, candidate, w), target)
+    width, parameters = match_hidden_features(
+        lambda w: build_candidate(split, candidate, w), target
+    )
     torch.manual_seed(seed)
-    flow = _build(split, candidate, width)
+    flow = build_candidate(split, candidate, width)
     started = time.perf_counter()
     result = flowkit.train(
         flow,

@@ -137,3 +137,15 @@ def test_quick_throughput_compares_one_and_two_processes(tmp_path: Path) -> None
     assert report["streaming"]["rows"] == written["streaming"]["rows"] > 0
     assert written["streaming"]["logprob_rows_per_second"] > 0
     assert (tmp_path / "throughput-quick.md").exists()
+
+
+def test_quick_preset_candidates_report_test_kl(tmp_path: Path) -> None:
+    from benchmarks.preset_candidates import main as candidates_main
+
+    report = candidates_main(["--quick", "--sets", "moons,gamma-lognormal", "--out", tmp_path])
+
+    assert {row["kind"] for row in report["rows"].values()} == {"unbounded", "bounded"}
+    for row in report["rows"].values():
+        assert abs(row["parameters"] / 73_068 - 1) <= 0.10
+        assert math.isfinite(row["kl"]) and row["kl_standard_error"] > 0
+    assert (tmp_path / "preset_candidates-quick.md").exists()
