@@ -51,3 +51,13 @@ def load_example(name: str) -> ModuleType:
     spec.loader.exec_module(module)
 
     return module
+
+
+def error_line(capsys) -> str:
+    """The stderr of a failed command, checked to be a single flowkit error line."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("flowkit: error: ")
+
+    return lines[0]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_line as _error_line
 
 from flowkit import cli
 from flowkit.checkpoints import read_metadata
@@ -17,16 +18,6 @@ from flowkit.cli import main
 
 TINY = ["--layers", "1", "--hidden", "8", "--steps", "4", "--batch-size", "64", "--no-progress"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _error_line(capsys) -> str:
-    """The stderr of a failed command, checked to be a single flowkit error line."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("flowkit: error: ")
-
-    return lines[0]
 
 
 @pytest.fixture

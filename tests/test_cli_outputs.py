@@ -8,19 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_line as _error_line
 
 from flowkit.cli import main
 
 MOONS = Path(__file__).resolve().parent.parent / "checkpoints" / "moons" / "model.pt"
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("flowkit: error: ")
-
-    return lines[0]
 
 
 @pytest.fixture
