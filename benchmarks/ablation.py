@@ -26,6 +26,7 @@ import torch
 
 import flowkit
 from benchmarks.quality import KNOWN_DENSITY_SETS, train_flowkit
+from benchmarks.runtime import QUICK_SPLIT_SIZES, SPLIT_SIZES, single_thread_float32
 from flowkit.data import load_dataset
 
 __all__ = ["VARIANTS", "main", "variants_for"]
@@ -134,16 +135,13 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="ablation", help="stem of the output files")
     arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
-    sizes = {"num_train": 20_000, "num_validation": 5_000, "num_test": 20_000}
+    sizes = SPLIT_SIZES
     if arguments.quick:
         arguments.steps, arguments.layers = 6, 1
-        sizes = {"num_train": 600, "num_validation": 200, "num_test": 400}
+        sizes = QUICK_SPLIT_SIZES
 
-    previous_threads, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
     rows: dict[str, dict[str, Any]] = {}
-    try:
+    with single_thread_float32():
         for name in arguments.sets.split(","):
             split = load_dataset(name, seed=0, **sizes)
             runs, test_log_probs = {}, {}
@@ -162,9 +160,6 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
                 runs[variant] = {**result, "kl_change": change, "kl_change_standard_error": error}
             rows[name] = {"lower_bound": split.lower_bound is not None, "runs": runs}
             print(name, {v: round(r["kl"], 4) for v, r in runs.items()}, flush=True)
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.set_default_dtype(previous_dtype)
 
     report = {
         "command": "python -m benchmarks.ablation "

@@ -46,6 +46,7 @@ from nflows.transforms import (
 from torch import Tensor, nn
 
 import flowkit
+from benchmarks.runtime import single_thread_float32
 from flowkit import build_flow, train
 from flowkit.data import DataSplit, bits_per_dimension, load_dataset
 from flowkit.presets import PRESET_DEFAULTS
@@ -787,11 +788,8 @@ def main(argv: Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Any]
         raise SystemExit(f"unknown parts {unknown}; choose from moons, digits, sweep")
 
     command_arguments = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
     started = time.perf_counter()
-    try:
+    with single_thread_float32():
         report: dict[str, Any] = {
             "command": " ".join(["python -m benchmarks.compare_nflows", *command_arguments]),
             **_environment(),
@@ -801,9 +799,6 @@ def main(argv: Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Any]
         for part in parts:
             report[part] = runners[part](budget)
         report["total_seconds"] = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_default_dtype(dtype)
 
     markdown = render_markdown(report)
     print(markdown)

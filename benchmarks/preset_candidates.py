@@ -22,10 +22,15 @@ from typing import Any
 
 import torch
 
-import flowkit
 from benchmarks.compare_nflows import match_hidden_features
-from benchmarks.preset_search import DEFAULTS, SIZES, build_candidate
+from benchmarks.preset_search import DEFAULTS, build_candidate
 from benchmarks.quality import KNOWN_DENSITY_SETS, RESULTS_DIR, _evaluate
+from benchmarks.runtime import (
+    QUICK_SPLIT_SIZES,
+    SPLIT_SIZES,
+    single_thread_float32,
+    train_on_split,
+)
 from flowkit.data import load_dataset
 
 __all__ = ["CHOSEN", "main"]
@@ -51,15 +56,11 @@ def evaluate(name: str, steps: int, batch_size: int, sizes: dict[str, int]) -> d
 
     torch.manual_seed(0)
     flow = build_candidate(split, candidate, width)
-    flowkit.train(
+    train_on_split(
         flow,
-        split.train,
-        validation_data=split.validation,
-        steps=steps,
-        batch_size=batch_size,
-        validation_interval=100,
-        seed=0,
-        progress=False,
+        split,
+        steps,
+        batch_size,
         learning_rate=candidate["learning_rate"],
         warmup_steps=candidate["warmup_steps"],
     )
@@ -78,16 +79,9 @@ def main(argv: Sequence[str | Path] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
 
-    # As in quality.py: one thread, float32, both restored for a caller such as pytest.
-    previous_threads, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    steps, sizes = (1000, SIZES) if not arguments.quick else (6, dict.fromkeys(SIZES, 300))
-    try:
+    steps, sizes = (6, QUICK_SPLIT_SIZES) if arguments.quick else (1000, SPLIT_SIZES)
+    with single_thread_float32():
         rows = {name: evaluate(name, steps, 256, sizes) for name in arguments.sets.split(",")}
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.set_default_dtype(previous_dtype)
     report = {
         "command": "python -m benchmarks.preset_candidates " + " ".join(sys.argv[1:]),
         "budget": {"steps": steps, "batch_size": 256, "seed": 0},

@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,15 @@ import torch
 import flowkit
 from benchmarks.compare_nflows import count_parameters, match_hidden_features
 from benchmarks.quality import KNOWN_DENSITY_SETS, RESULTS_DIR
+from benchmarks.runtime import (
+    QUICK_SPLIT_SIZES,
+    SPLIT_SIZES,
+    single_thread_float32,
+    train_on_split,
+)
 from flowkit.data import load_dataset
 
 __all__ = ["DEFAULTS", "STAGES", "build_candidate", "main", "train_candidate"]
-
-SIZES = {"num_train": 20_000, "num_validation": 5_000, "num_test": 20_000}
-"""The split sizes of :func:`benchmarks.quality.main` (the same data seed gives the same
-validation points; the test points are generated but never used here)."""
 
 DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-3,
@@ -102,17 +105,8 @@ def train_candidate(
     torch.manual_seed(seed)
     flow = build_candidate(split, candidate, width)
     started = time.perf_counter()
-    result = flowkit.train(
-        flow,
-        split.train,
-        validation_data=split.validation,
-        steps=steps,
-        batch_size=batch_size,
-        validation_interval=100,
-        seed=seed,
-        progress=False,
-        **{k: candidate[k] for k in TRAIN_OPTIONS},
-    )
+    training_options = {k: candidate[k] for k in TRAIN_OPTIONS}
+    result = train_on_split(flow, split, steps, batch_size, seed, **training_options)
     return {
         "hidden_features": width,
         "parameters": parameters,
@@ -148,7 +142,7 @@ class Search:
 
     def split(self, name: str):
         if name not in self.splits:
-            self.splits[name] = load_dataset(name, seed=0, **SIZES)
+            self.splits[name] = load_dataset(name, seed=0, **self.arguments.sizes)
             split = self.splits[name]
             # The benchmark's flowkit count: the default preset at --layers layers.
             preset = "unbounded" if split.lower_bound is None else "bounded"
@@ -264,7 +258,7 @@ class Search:
             "steps": arguments.steps,
             "batch_size": arguments.batch_size,
             "layers_of_benchmark_flowkit": arguments.layers,
-            "sizes": SIZES,
+            "sizes": arguments.sizes,
             "min_gain": arguments.min_gain,
             "seeds": arguments.seeds,
             "defaults": DEFAULTS,
@@ -388,19 +382,18 @@ def main(argv: list[str | Path] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--resume", action="store_true", help="reuse the runs in the JSON")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
-    argv_strings = [str(item) for item in (argv or [])] if argv is not None else None
+    argv_strings = None if argv is None else [str(item) for item in argv]
     arguments = parser.parse_args(argv_strings)
     arguments.seeds = [int(s) for s in str(arguments.seeds).split(",")]
+    # The quality benchmark's splits (the same data seed gives the same validation points;
+    # the test points are generated but never used here).
+    arguments.sizes = SPLIT_SIZES
     if arguments.quick:
-        global SIZES
-        SIZES = {"num_train": 600, "num_validation": 200, "num_test": 400}
-        arguments.steps = 4
-    import sys
+        arguments.sizes, arguments.steps = QUICK_SPLIT_SIZES, 4
 
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    search = Search(arguments, argv_strings if argv_strings is not None else sys.argv[1:])
-    best = search.search()
+    with single_thread_float32():
+        search = Search(arguments, argv_strings if argv_strings is not None else sys.argv[1:])
+        best = search.search()
     print(search.markdown())
     return best
 

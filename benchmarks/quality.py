@@ -35,6 +35,12 @@ from benchmarks.compare_nflows import (
     match_hidden_features,
     train_nflows_flow,
 )
+from benchmarks.runtime import (
+    QUICK_SPLIT_SIZES,
+    SPLIT_SIZES,
+    single_thread_float32,
+    train_on_split,
+)
 from flowkit.data import load_dataset
 
 __all__ = [
@@ -133,16 +139,7 @@ def train_flowkit(
     torch.manual_seed(0)
     flow = flowkit.build_flow(preset, 2, num_layers=layers, **options)
     started = time.perf_counter()
-    flowkit.train(
-        flow,
-        split.train,
-        validation_data=split.validation,
-        steps=steps,
-        batch_size=batch_size,
-        validation_interval=100,
-        seed=0,
-        progress=False,
-    )
+    train_on_split(flow, split, steps, batch_size)
     seconds = time.perf_counter() - started
     flow.eval()
     result = {
@@ -250,16 +247,13 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-plots", action="store_true", help="skip the density PNGs")
     arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
-    sizes = {"num_train": 20_000, "num_validation": 5_000, "num_test": 20_000}
+    sizes = SPLIT_SIZES
     if arguments.quick:
         arguments.steps, arguments.layers = 6, 1
-        sizes = {"num_train": 600, "num_validation": 200, "num_test": 400}
+        sizes = QUICK_SPLIT_SIZES
 
-    previous_threads, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
     rows: dict[str, dict[str, Any]] = {}
-    try:
+    with single_thread_float32():
         for name in arguments.sets.split(","):
             split = load_dataset(name, seed=0, **sizes)
             result, flow = train_flowkit(
@@ -283,9 +277,6 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
             true_nll = -split.true_log_prob(split.test).double().mean().item()
             rows[name] = {"true_test_nll": true_nll, "runs": runs}
             print(name, {kind: _format_kl(run) for kind, run in runs.items()}, flush=True)
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.set_default_dtype(previous_dtype)
 
     report = {
         "command": "python -m benchmarks.quality " + " ".join(str(item) for item in (argv or [])),

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 import flowkit
 from benchmarks.compare_nflows import build_nflows_flow, count_parameters
 from benchmarks.quality import ZukoModel
+from benchmarks.runtime import single_thread_float32
 
 __all__ = ["MODELS", "fit_slope", "main"]
 
@@ -154,10 +155,6 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
         arguments.rounds, arguments.layers = 1, 1
     kinds = tuple(arguments.models.split(","))
 
-    previous_threads, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    # The peers build float32 layers; a caller's float64 default would mix the two.
-    torch.set_default_dtype(torch.float32)
     report: dict[str, Any] = {
         "command": "python -m benchmarks.scaling "
         + " ".join(str(item) for item in (sys.argv[1:] if argv is None else argv)),
@@ -172,7 +169,7 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
         "width": WIDTH,
         "rounds": arguments.rounds,
     }
-    try:
+    with single_thread_float32():
         sweeps = {
             "batch": (batches, lambda size: (2, size), "2 features, batch varied"),
             "dimension": (
@@ -201,9 +198,6 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
                 for kind in kinds
             }
             report[sweep] = {"sizes": sizes, "title": title, "points": points, "slopes": slopes}
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.set_default_dtype(previous_dtype)
 
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")

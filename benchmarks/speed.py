@@ -50,6 +50,7 @@ from torch import Tensor, nn
 import flowkit
 from benchmarks.compare_nflows import Preprocessing, count_parameters, match_hidden_features
 from benchmarks.quality import build_peer
+from benchmarks.runtime import single_thread_float32
 from flowkit.data import load_dataset
 from flowkit.transforms import ELU, LowerBound, Standardize
 
@@ -543,10 +544,6 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     import nflows
     import zuko
 
-    previous_threads, previous_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    # The peers build float32 layers; a caller's float64 default would mix the two.
-    torch.set_default_dtype(torch.float32)
     report: dict[str, Any] = {
         "command": "python -m benchmarks.speed "
         + " ".join(str(item) for item in (sys.argv[1:] if argv is None else argv)),
@@ -565,16 +562,13 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
         },
     }
     parts = arguments.parts.split(",")
-    try:
+    with single_thread_float32():
         if "models" in parts:
             report["models"] = run_models(arguments.models.split(","), arguments)
         if "overhead" in parts:
             report["overhead"] = run_overhead(arguments)
         if "elu" in parts:
             report["elu"] = run_elu(arguments)
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.set_default_dtype(previous_dtype)
 
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
