@@ -6,7 +6,13 @@ from flowkit._version import __version__
 from flowkit.checkpoints import CheckpointError, load, read_metadata, save
 from flowkit.data import DataError, DataSplit, dataset_names, load_dataset
 from flowkit.flow import Flow, InexactFlowError
-from flowkit.presets import PRESETS, FlowConfig, build_flow, fit_data_dependent_layers
+from flowkit.presets import (
+    PRESETS,
+    FlowConfig,
+    build_flow,
+    fit_data_dependent_layers,
+    training_defaults,
+)
 from flowkit.scoring import ScoreReference, Scores, auroc, score
 from flowkit.training import TrainingResult, mean_negative_log_likelihood, train
 from flowkit.transforms import ELU, AffineCoupling, Logit, LowerBound, Standardize
@@ -44,4 +50,5 @@ __all__ = [
     "read_metadata",
     "save",
     "fit_data_dependent_layers",
+    "training_defaults",
 ]

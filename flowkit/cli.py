@@ -50,7 +50,6 @@ from flowkit.training import mean_negative_log_likelihood, train
 __all__ = [
     "AUTO_LOWER_MARGIN",
     "DEFAULT_BATCH_SIZE",
-    "DEFAULT_LEARNING_RATE",
     "DEFAULT_STEPS",
     "SHIPPED_CHECKPOINTS",
     "build_parser",
@@ -64,9 +63,6 @@ DEFAULT_STEPS = 4000
 
 DEFAULT_BATCH_SIZE = 256
 """Points per training step."""
-
-DEFAULT_LEARNING_RATE = 2e-3
-"""Peak learning rate."""
 
 AUTO_LOWER_MARGIN = 0.05
 """``--lower auto`` puts each bound this share of the feature's training range below its
@@ -233,7 +229,16 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="points per step"
     )
     train_parser.add_argument(
-        "--lr", type=_positive_float, default=DEFAULT_LEARNING_RATE, help="peak learning rate"
+        "--lr",
+        type=_positive_float,
+        help="peak learning rate (default: a resumed run's own, else the preset's: 6e-3 for "
+        "unbounded and bounded, 2e-3 for unit-interval)",
+    )
+    train_parser.add_argument(
+        "--warmup-steps",
+        type=_non_negative_int,
+        help="steps of linear learning-rate warm-up (default: as for --lr; 150 for "
+        "unbounded, 50 otherwise)",
     )
     train_parser.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of the weights and batches"
@@ -651,6 +656,7 @@ def _train_and_write(
             steps=args.steps,
             batch_size=args.batch_size,
             learning_rate=args.lr,
+            warmup_steps=args.warmup_steps,
             seed=args.seed,
             progress=not args.no_progress,
             augment=split.augment,

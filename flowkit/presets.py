@@ -22,8 +22,10 @@ __all__ = [
     "FlowConfig",
     "PRESETS",
     "PRESET_DEFAULTS",
+    "PRESET_TRAINING",
     "build_flow",
     "fit_data_dependent_layers",
+    "training_defaults",
 ]
 
 PRESETS: dict[str, str] = {
@@ -32,13 +34,27 @@ PRESETS: dict[str, str] = {
     "unit-interval": "data in [0, 1] such as dequantized pixels: logit, couplings",
 }
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "unbounded": {},
-    "bounded": {},
+    # Chosen with PRESET_TRAINING by benchmarks/preset_search.py on validation NLL alone (the
+    # known-density 2-D sets, 1000 steps of batch 256); each width keeps the parameter count
+    # of the 4-layer, 8-bin, 64-wide flow the search started from (about 73k for 2 features).
+    "unbounded": {"num_layers": 6, "num_bins": 12, "hidden_features": 50},
+    "bounded": {"num_bins": 16, "hidden_features": 61},
     # Chosen on digits' validation split: 1257 images overfit a wider flow within a few
     # hundred steps, and dropout with a narrower, LU-mixed spline flow did best.
     "unit-interval": {"mixing": "lu", "num_blocks": 1, "dropout": 0.2, "num_bins": 6},
 }
 """Options :func:`build_flow` takes for each preset unless the caller gives them."""
+GENERIC_TRAINING: dict[str, Any] = {"learning_rate": 2e-3, "warmup_steps": 50}
+PRESET_TRAINING: dict[str, dict[str, Any]] = {
+    "unbounded": {"learning_rate": 6e-3, "warmup_steps": 150},
+    "bounded": {"learning_rate": 6e-3, "warmup_steps": 50},
+    "unit-interval": dict(GENERIC_TRAINING),
+}
+"""The learning rate and warm-up :func:`flowkit.train` uses for a preset's flow unless told.
+
+Chosen with :data:`PRESET_DEFAULTS` on validation data at 1000 steps; a flow assembled by
+hand (no preset in its configuration) trains with ``learning_rate=2e-3, warmup_steps=50``.
+"""
 COUPLINGS = ("spline", "affine")
 MIXINGS = ("none", "lu")
 
@@ -232,6 +248,18 @@ def build_flow(preset: str | FlowConfig = "unbounded", features: int = 2, **opti
         layers.append(ActNorm(config.features))
 
     return Flow(layers, features=config.features, config=config.to_dict())
+
+
+def training_defaults(flow: Flow) -> dict[str, Any]:
+    """Returns the ``learning_rate`` and ``warmup_steps`` that suit ``flow``'s preset.
+
+    Example:
+        >>> training_defaults(build_flow("unbounded", features=2))
+        {'learning_rate': 0.006, 'warmup_steps': 150}
+    """
+    preset = (flow.config or {}).get("preset")
+
+    return dict(PRESET_TRAINING.get(preset, GENERIC_TRAINING))
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from flowkit.devices import check_mixed_precision, conditioner_autocast, resolve_device
 from flowkit.distributed import agree_any, broadcast_module, broadcast_values, world
 from flowkit.flow import Flow
-from flowkit.presets import fit_data_dependent_layers
+from flowkit.presets import fit_data_dependent_layers, training_defaults
 from flowkit.transforms import ELU
 
 __all__ = ["RESUME_STATE_KEYS", "TrainingResult", "train", "mean_negative_log_likelihood"]
@@ -130,6 +130,9 @@ def _check_arguments(
         problems.append(f"learning_rate must be positive, got {arguments['learning_rate']!r}")
     if not arguments["gradient_clip"] > 0:
         problems.append(f"gradient_clip must be positive, got {arguments['gradient_clip']!r}")
+    warmup = arguments["warmup_steps"]
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        problems.append(f"warmup_steps must be a non-negative integer, got {warmup!r}")
     if arguments["validation_interval"] < 1:
         problems.append("validation_interval must be a positive integer")
     if len(validation_data) < 1:
@@ -160,10 +163,10 @@ def train(
     validation_fraction: float = 0.1,
     steps: int = 2000,
     batch_size: int = 256,
-    learning_rate: float = 2e-3,
+    learning_rate: float | None = None,
     weight_decay: float = 0.0,
     gradient_clip: float = 5.0,
-    warmup_steps: int = 50,
+    warmup_steps: int | None = None,
     validation_interval: int = 100,
     patience: int = 10,
     seed: int = 0,
@@ -215,10 +218,13 @@ def train(
         validation_data: held-out points; by default ``validation_fraction`` of ``data``.
         steps: optimizer steps.
         batch_size: points per step.
-        learning_rate: peak learning rate.
+        learning_rate: peak learning rate; by default the run being resumed's, else the
+            preset's (:data:`flowkit.presets.PRESET_TRAINING`: 6e-3 for ``unbounded`` and
+            ``bounded``, 2e-3 for ``unit-interval`` and for flows assembled by hand).
         weight_decay: Adam weight decay.
         gradient_clip: largest gradient norm.
-        warmup_steps: steps of linear warm-up.
+        warmup_steps: steps of linear warm-up; by default chosen as ``learning_rate`` is
+            (150 for ``unbounded``, 50 otherwise).
         validation_interval: steps between validations.
         patience: validations without improvement before stopping.
         seed: seeds the batches, the split and torch's generator.
@@ -246,6 +252,14 @@ def train(
         >>> result.steps_completed
         20
     """
+    # An argument left out follows the run being resumed, then the flow's preset.
+    previous = (resume.get("arguments") or {}) if isinstance(resume, Mapping) else {}
+    recipe = training_defaults(flow)
+    if learning_rate is None:
+        learning_rate = previous.get("learning_rate", recipe["learning_rate"])
+    if warmup_steps is None:
+        warmup_steps = previous.get("warmup_steps", recipe["warmup_steps"])
+
     arguments = {
         "steps": steps,
         "batch_size": batch_size,

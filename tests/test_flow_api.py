@@ -9,8 +9,8 @@ import torch
 from nflows.transforms import ActNorm, LULinear
 
 import flowkit
-from flowkit import ELU, Flow, FlowConfig, InexactFlowError, build_flow, train
-from flowkit.presets import fit_data_dependent_layers
+from flowkit import ELU, Flow, FlowConfig, InexactFlowError, Standardize, build_flow, train
+from flowkit.presets import fit_data_dependent_layers, training_defaults
 
 TINY = {"num_layers": 2, "hidden_features": 8, "num_blocks": 1, "num_bins": 4}
 
@@ -221,6 +221,7 @@ def test_configuration_round_trips_through_a_dictionary():
         ({"learning_rate": -1e-3}, "learning_rate must be positive"),
         ({"batch_size": 10_000}, "larger than the"),
         ({"validation_fraction": 1.5}, "validation_fraction must lie in"),
+        ({"warmup_steps": -1}, "warmup_steps must be a non-negative integer"),
     ],
 )
 def test_training_rejects_bad_arguments(arguments, message):
@@ -228,6 +229,62 @@ def test_training_rejects_bad_arguments(arguments, message):
 
     with pytest.raises(ValueError, match=message):
         train(flow, torch.randn(100, 2), progress=False, **arguments)
+
+
+@pytest.mark.parametrize(
+    ("preset", "options", "expected"),
+    [
+        ("unbounded", {}, {"learning_rate": 6e-3, "warmup_steps": 150}),
+        ("bounded", {"lower": [-5.0, None]}, {"learning_rate": 6e-3, "warmup_steps": 50}),
+        ("unit-interval", {}, {"learning_rate": 2e-3, "warmup_steps": 50}),
+    ],
+)
+def test_training_takes_the_presets_learning_rate_and_warm_up(preset, options, expected):
+    flow = build_flow(preset, 2, **TINY, **options)
+    data = torch.rand(64, 2) * 0.9 + 0.05
+
+    result = train(flow, data, steps=2, batch_size=16, progress=False)
+    given = train(
+        build_flow(preset, 2, **TINY, **options),
+        data,
+        steps=2,
+        batch_size=16,
+        progress=False,
+        learning_rate=1e-3,
+        warmup_steps=0,
+    )
+
+    assert {key: result.arguments[key] for key in expected} == expected
+    assert training_defaults(flow) == expected
+    assert (given.arguments["learning_rate"], given.arguments["warmup_steps"]) == (1e-3, 0)
+
+
+def test_a_flow_assembled_by_hand_trains_with_the_generic_rate():
+    flow = Flow([Standardize(2), ActNorm(2)], features=2)
+
+    result = train(flow, torch.randn(64, 2), steps=2, batch_size=16, progress=False)
+
+    assert (result.arguments["learning_rate"], result.arguments["warmup_steps"]) == (2e-3, 50)
+
+
+def test_a_resumed_run_keeps_its_own_learning_rate_and_warm_up():
+    data = torch.randn(128, 2)
+    first = train(
+        build_flow("unbounded", 2, **TINY),
+        data,
+        steps=4,
+        batch_size=16,
+        progress=False,
+        learning_rate=1e-3,
+        warmup_steps=3,
+        stop_after=2,
+    )
+    flow = build_flow("unbounded", 2, **TINY)
+    flow.load_state_dict(first.resume_state["flow"])
+
+    resumed = train(flow, data, steps=4, batch_size=16, progress=False, resume=first.resume_state)
+
+    assert (resumed.arguments["learning_rate"], resumed.arguments["warmup_steps"]) == (1e-3, 3)
 
 
 def test_training_refuses_data_outside_the_support():
