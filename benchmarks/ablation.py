@@ -1,13 +1,16 @@
 """ELU ablation: flowkit's presets with and without ELU layers on every known-density set.
 
-For each set whose true density is known, the same flowkit stack is trained with and
-without its ELU layers, on the same data stream, steps, batch size and seed as
+For each set whose true density is known, the same flowkit stack is trained with and without
+its ELU layers, on the same data stream, steps, batch size and seed as
 :mod:`benchmarks.quality`: on every set, the unbounded preset without and with the ELU tail
 (an ELU toward the noise next to a truncated-normal base); on sets with a known lower bound
 also the bounded preset, whose lower-bounded ELU output layer gives the exact support, with
-and without the tail. Reported per variant: test NLL, KL(p||q) with its standard error, the
-share of test points scored ``-inf``, and the change in KL against the variant without any
-ELU layer with the standard error of the paired per-point differences.
+and without the tail. Every variant on a set shares the body (layers, bins, width) and the
+training recipe of the preset the quality table runs there, so that only the ELU layers and
+the data side (Standardize or LowerBound) differ. Reported per variant: test NLL, KL(p||q)
+with its standard error, the share of test points scored ``-inf``, and the change in KL
+against the variant without any ELU layer with the standard error of the paired per-point
+differences.
 
 Run: python -m benchmarks.ablation [--quick] [--steps N] [--sets a,b] [--out DIR]
 """
@@ -28,6 +31,7 @@ import flowkit
 from benchmarks.quality import KNOWN_DENSITY_SETS, train_flowkit
 from benchmarks.runtime import QUICK_SPLIT_SIZES, SPLIT_SIZES, single_thread_float32
 from flowkit.data import load_dataset
+from flowkit.presets import PRESET_DEFAULTS, PRESET_TRAINING
 
 __all__ = ["VARIANTS", "main", "variants_for"]
 
@@ -84,7 +88,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- command: `{report['command']}`",
         f"- budget: {report['steps']} steps of batch {report['batch_size']}, "
-        f"{report['layers']} coupling layers, seed 0, the data stream of the quality table",
+        "seed 0, the data stream of the quality table; every variant on a set has the body "
+        f"and training recipe of that set's preset: {report['bodies']}",
         f"- machine: {report['machine']['platform']}, one torch thread; "
         f"torch {report['versions']['torch']}, flowkit {report['versions']['flowkit']}",
         "- ΔKL: KL(variant) − KL(no ELU) ± the standard error of the paired per-point "
@@ -130,27 +135,33 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--sets", default=",".join(KNOWN_DENSITY_SETS))
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="ablation", help="stem of the output files")
     arguments = parser.parse_args(None if argv is None else [str(item) for item in argv])
-    sizes = SPLIT_SIZES
+    sizes, shrink = SPLIT_SIZES, {}
     if arguments.quick:
-        arguments.steps, arguments.layers = 6, 1
-        sizes = QUICK_SPLIT_SIZES
+        arguments.steps = 6
+        sizes, shrink = QUICK_SPLIT_SIZES, {"num_layers": 1}
+    bodies = {
+        kind: {**PRESET_DEFAULTS[kind], **shrink, **PRESET_TRAINING[kind]}
+        for kind in ("unbounded", "bounded")
+    }
 
     rows: dict[str, dict[str, Any]] = {}
     with single_thread_float32():
         for name in arguments.sets.split(","):
             split = load_dataset(name, seed=0, **sizes)
             runs, test_log_probs = {}, {}
+            kind = "unbounded" if split.lower_bound is None else "bounded"
+            body = {**PRESET_DEFAULTS[kind], **shrink}
             for variant in variants_for(split):
                 result, flow = train_flowkit(
                     split,
                     arguments.steps,
                     arguments.batch_size,
-                    arguments.layers,
+                    training=PRESET_TRAINING[kind],
+                    **body,
                     **VARIANTS[variant],
                 )
                 test_log_probs[variant] = flow.log_prob_in_chunks(split.test)
@@ -166,7 +177,7 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
         + " ".join(str(item) for item in (sys.argv[1:] if argv is None else argv)),
         "steps": arguments.steps,
         "batch_size": arguments.batch_size,
-        "layers": arguments.layers,
+        "bodies": bodies,
         "machine": {"platform": platform.platform(), "threads": 1},
         "versions": {"torch": torch.__version__, "flowkit": flowkit.__version__},
         "rows": rows,

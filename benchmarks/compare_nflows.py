@@ -333,7 +333,6 @@ def _run_flowkit(
         validation_data=split.validation,
         steps=steps,
         batch_size=batch_size,
-        learning_rate=2e-3,
         validation_interval=validation_interval,
         seed=0,
         progress=False,
@@ -470,7 +469,8 @@ def run_moons(budget: Budget) -> dict[str, Any]:
     runs: dict[str, dict[str, Any]] = {}
     runs["flowkit"] = _run_flowkit(split, "unbounded", steps, batch_size)
     _log(_progress("moons", "flowkit", runs["flowkit"]))
-    config = flowkit.FlowConfig()
+    # The peers get the preset's layers, blocks and bins, at a width matched to its count.
+    config = flowkit.FlowConfig(**PRESET_DEFAULTS["unbounded"])
     for kind in ("realnvp", "nsf"):
         runs[f"nflows-{kind}"] = _run_peer(
             split,

@@ -1,11 +1,12 @@
 """Scaling: time per training step against batch size and against dimension.
 
 flowkit's unbounded preset against nflows' neural spline flow and zuko's NSF, each with 4
-transforms and conditioners of width 64 (parameter counts in the JSON), on standard normal
-data: one step is a forward pass, the backward pass and an Adam update. Every setting
-times all models in interleaved rounds (one torch thread) and keeps the median; the slopes
-of ``log(time)`` against ``log(batch)`` and ``log(dimension)`` are least-squares fits, drawn
-on a log-log plot.
+transforms, conditioners of width 64 and 8 spline bins (the same architecture, so that the
+slopes compare; parameter counts in the JSON), on standard normal data: one step is a
+forward pass, the backward pass and an Adam update. Every setting times all models in
+interleaved rounds (one torch thread) and keeps the median; the slopes of ``log(time)``
+against ``log(batch)`` and ``log(dimension)`` are least-squares fits, drawn on a log-log
+plot.
 
 Run: python -m benchmarks.scaling [--quick] [--out DIR]
 """
@@ -38,16 +39,19 @@ MODELS = ("flowkit-unbounded", "nflows-nsf", "zuko-nsf")
 BATCHES = (256, 1024, 4096, 16_384)
 DIMENSIONS = (2, 4, 8, 16, 32, 64)
 WIDTH = 64
+BINS = 8
 
 
 def _build(kind: str, features: int, layers: int, data: Tensor) -> nn.Module:
     torch.manual_seed(0)
     if kind == "flowkit-unbounded":
-        flow = flowkit.build_flow("unbounded", features, num_layers=layers, hidden_features=WIDTH)
+        flow = flowkit.build_flow(
+            "unbounded", features, num_layers=layers, hidden_features=WIDTH, num_bins=BINS
+        )
         flowkit.fit_data_dependent_layers(flow, data)
         return flow
     if kind == "nflows-nsf":
-        return build_nflows_flow("nsf", features, WIDTH, layers)
+        return build_nflows_flow("nsf", features, WIDTH, layers, num_bins=BINS)
 
     import zuko
 

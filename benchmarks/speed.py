@@ -89,11 +89,22 @@ def _toy(name: str, quick: bool):
     )
 
 
-def build_model(kind: str, layers: int = 4, quick: bool = False) -> Model:
+PEER_LAYERS = 4
+"""Coupling layers of every peer unless ``--layers`` says otherwise, as in the quality table."""
+
+
+def _size(layers: int | None) -> dict[str, int]:
+    """flowkit's build options for ``--layers``: the preset's own depth when not given."""
+    return {} if layers is None else {"num_layers": layers}
+
+
+def build_model(kind: str, layers: int | None = None, quick: bool = False) -> Model:
     """Builds one of :data:`MODELS` as the quality table does, ready to train and sample.
 
-    flowkit's presets are fitted to their data (standardization, bounds, ActNorm); peers are
-    built at the width that matches the unbounded preset's parameter count within 10 %.
+    flowkit's presets are fitted to their data (standardization, bounds, ActNorm) and keep
+    their own depth unless ``layers`` is given; peers get ``layers`` (default
+    :data:`PEER_LAYERS`) at the width that matches the unbounded preset's parameter count
+    within 10 %.
     """
     if kind not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {kind!r}")
@@ -103,15 +114,16 @@ def build_model(kind: str, layers: int = 4, quick: bool = False) -> Model:
         preset = kind.removeprefix("flowkit-")
         split = _toy("gamma-lognormal" if preset == "bounded" else "moons", quick)
         options = {"lower": [0.0, 0.0]} if preset == "bounded" else {}
-        flow = flowkit.build_flow(preset, 2, num_layers=layers, **options)
+        flow = flowkit.build_flow(preset, 2, **_size(layers), **options)
         flowkit.fit_data_dependent_layers(flow, split.train)
         return Model(flow, split.train, flow.sample)
 
     split = _toy("moons", quick)
-    target = count_parameters(flowkit.build_flow("unbounded", 2, num_layers=layers))
-    width, _ = match_hidden_features(lambda w: build_peer(kind, w, layers), target)
+    target = count_parameters(flowkit.build_flow("unbounded", 2, **_size(layers)))
+    peer_layers = layers or PEER_LAYERS
+    width, _ = match_hidden_features(lambda w: build_peer(kind, w, peer_layers), target)
     torch.manual_seed(0)
-    module = build_peer(kind, width, layers)
+    module = build_peer(kind, width, peer_layers)
     data, _ = Preprocessing(split.train)(split.train)
     # ActNorm-free peers still get one pass in training mode, as their first step would.
     module.log_prob(data[:TRAIN_BATCH])
@@ -175,7 +187,7 @@ def _peak_growth_mib(function: Callable[[], object]) -> float | None:
 
 
 def peak_memory(
-    kind: str, points: int, train_batch: int, quick: bool, layers: int = 4
+    kind: str, points: int, train_batch: int, quick: bool, layers: int | None = None
 ) -> dict[str, float | None]:
     """Peak resident-memory growth in MiB of one model's three phases, in this process.
 
@@ -206,7 +218,7 @@ def peak_memory(
 
 
 def _memory_in_subprocess(
-    kind: str, points: int, train_batch: int, quick: bool, layers: int
+    kind: str, points: int, train_batch: int, quick: bool, layers: int | None
 ) -> dict:
     command = [
         sys.executable,
@@ -218,9 +230,9 @@ def _memory_in_subprocess(
         str(points),
         "--memory-train-batch",
         str(train_batch),
-        "--layers",
-        str(layers),
     ]
+    if layers is not None:
+        command += ["--layers", str(layers)]
     if quick:
         command.append("--quick")
     repository = Path(__file__).resolve().parents[1]
@@ -315,10 +327,10 @@ def run_models(kinds: list[str], arguments: argparse.Namespace) -> dict[str, Any
     }
 
 
-def _standardized_moons(quick: bool, layers: int) -> tuple[flowkit.Flow, Tensor]:
+def _standardized_moons(quick: bool, layers: int | None) -> tuple[flowkit.Flow, Tensor]:
     torch.manual_seed(0)
     split = _toy("moons", quick)
-    flow = flowkit.build_flow("unbounded", 2, num_layers=layers)
+    flow = flowkit.build_flow("unbounded", 2, **_size(layers))
     flowkit.fit_data_dependent_layers(flow, split.train)
     standardized, _ = flow.layers[0](split.train)
 
@@ -350,17 +362,17 @@ def run_overhead(arguments: argparse.Namespace) -> dict[str, Any]:
             )
 
     return {
-        "stack": f"{arguments.layers} x (ActNorm, rational-quadratic spline coupling), "
-        "nflows layers",
+        "stack": f"{preset_flow.config['num_layers']} x (ActNorm, rational-quadratic spline "
+        "coupling), nflows layers",
         "ratio": "time inside flowkit.Flow / time in nflows Flow; target <= 1.05",
         "rows": rows,
     }
 
 
-def _bounded_pair(quick: bool, layers: int) -> tuple[flowkit.Flow, flowkit.Flow, Tensor]:
+def _bounded_pair(quick: bool, layers: int | None) -> tuple[flowkit.Flow, flowkit.Flow, Tensor]:
     torch.manual_seed(0)
     split = _toy("gamma-lognormal", quick)
-    with_elu = flowkit.build_flow("bounded", 2, num_layers=layers, lower=[0.0, 0.0])
+    with_elu = flowkit.build_flow("bounded", 2, **_size(layers), lower=[0.0, 0.0])
     flowkit.fit_data_dependent_layers(with_elu, split.train)
     if not isinstance(with_elu.layers[0], LowerBound):
         raise RuntimeError("the bounded preset no longer starts with its LowerBound layer")
@@ -371,10 +383,10 @@ def _bounded_pair(quick: bool, layers: int) -> tuple[flowkit.Flow, flowkit.Flow,
     return with_elu, without, split.train
 
 
-def _tail_pair(quick: bool, layers: int) -> tuple[flowkit.Flow, flowkit.Flow, Tensor]:
+def _tail_pair(quick: bool, layers: int | None) -> tuple[flowkit.Flow, flowkit.Flow, Tensor]:
     torch.manual_seed(0)
     split = _toy("moons", quick)
-    with_elu = flowkit.build_flow("unbounded", 2, num_layers=layers, elu_tail=True)
+    with_elu = flowkit.build_flow("unbounded", 2, **_size(layers), elu_tail=True)
     flowkit.fit_data_dependent_layers(with_elu, split.train)
     without = flowkit.Flow(
         [layer for layer in with_elu.layers if not isinstance(layer, ELU)], features=2
@@ -504,7 +516,12 @@ def _parse(argv: list[str | Path] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--layers", type=int, default=4, help="coupling layers per flow")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        help="coupling layers of every flow (default: each flowkit preset's own, "
+        f"{PEER_LAYERS} for the peers)",
+    )
     parser.add_argument("--points", type=int, default=65_536)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--train-steps", type=int, default=10, help="steps timed per round")
