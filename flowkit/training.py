@@ -183,7 +183,8 @@ def train(
 
     Adam with a linear warm-up and cosine decay of the learning rate, gradient-norm
     clipping, a validation pass every ``validation_interval`` steps, early stopping after
-    ``patience`` validations without improvement, and a clean stop on a non-finite loss
+    ``patience`` validations without improvement counted once the learning rate has decayed
+    to half its peak (the second half of the cosine), and a clean stop on a non-finite loss
     (the best weights so far are kept, never NaN ones). Ctrl-C also stops cleanly with the
     best weights. The same ``seed`` gives the same run.
 
@@ -226,7 +227,8 @@ def train(
         warmup_steps: steps of linear warm-up; by default chosen as ``learning_rate`` is
             (150 for ``unbounded``, 50 otherwise).
         validation_interval: steps between validations.
-        patience: validations without improvement before stopping.
+        patience: validations without improvement, in the second half of the decay,
+            before stopping.
         seed: seeds the batches, the split and torch's generator.
         progress: show a tqdm progress bar.
         initialize: fit standardization, bounds and ActNorm on the training data first.
@@ -427,7 +429,10 @@ def train(
                         result.best_step = step
                         best_state = copy.deepcopy(flow.state_dict())
                         validations_without_improvement = 0
-                    else:
+                    elif step >= warmup_steps and learning_rate_factor(step) <= 0.5:
+                        # While the rate is high, a flat validation NLL is the noise of large
+                        # steps, and the decay that follows still lowers it: not a reason to
+                        # stop.
                         validations_without_improvement += 1
                     if row.get("training_outside", 0.0) > 0:
                         logger.warning(

@@ -287,6 +287,32 @@ def test_a_resumed_run_keeps_its_own_learning_rate_and_warm_up():
     assert (resumed.arguments["learning_rate"], resumed.arguments["warmup_steps"]) == (1e-3, 3)
 
 
+@pytest.mark.parametrize("warmup_steps", [0, 40])
+def test_early_stopping_waits_for_the_second_half_of_the_decay(warmup_steps):
+    # A rate this small moves no float32 weight, so no validation ever improves on the first.
+    flow = build_flow("unbounded", 2, **TINY)
+
+    result = train(
+        flow,
+        torch.randn(256, 2),
+        steps=240,
+        batch_size=32,
+        learning_rate=1e-30,
+        warmup_steps=warmup_steps,
+        validation_interval=10,
+        patience=2,
+        progress=False,
+    )
+
+    # The rate is at most half its peak from the middle of the cosine part on; the second
+    # validation counted from there stops the run.
+    middle = warmup_steps + (240 - warmup_steps) // 2
+    assert result.stop_reason == "early stopping"
+    assert result.best_step == 10
+    assert result.steps_completed == middle + 10
+    assert result.history[-2]["learning_rate"] <= 0.5 * 1e-30 < result.history[-3]["learning_rate"]
+
+
 def test_training_refuses_data_outside_the_support():
     flow = build_flow("bounded", 2, lower=[0.0, None], **TINY)
     data = torch.randn(100, 2)

@@ -101,20 +101,23 @@ def sample_box_normal(
     # Open interval (0, 1): the ends would land on the box's ends.
     uniform = uniform.clamp(min=2.0**-60, max=1 - 2.0**-53)
 
+    # The per-feature work is done on the (features,) ends; each full-size operation counts
+    # at small batches, where the draw costs as much as a layer of the flow.
     mirrored = lower64 > 0
     start = torch.where(mirrored, -upper64, lower64)
     end = torch.where(mirrored, -lower64, upper64)
     cdf_start = torch.special.ndtr(start)
-    cdf_end = torch.special.ndtr(end)
-    draws = torch.special.ndtri(cdf_start + uniform * (cdf_end - cdf_start))
-    draws = torch.where(mirrored, -draws, draws)
+    cdf_width = torch.special.ndtr(end) - cdf_start
+    sign = 1.0 - 2.0 * mirrored.double()
+    draws = torch.special.ndtri(cdf_start + uniform * cdf_width) * sign
 
     far_tail = (lower64 > _FAR_TAIL) & torch.isinf(upper64)
-    rayleigh = torch.sqrt(lower64 * lower64 - 2 * torch.log(uniform))
-    draws = torch.where(far_tail, rayleigh, draws)
+    # A meta tensor has no values to test; it takes both branches, as shapes are all it has.
+    if far_tail.is_meta or torch.any(far_tail):
+        rayleigh = torch.sqrt(lower64 * lower64 - 2 * torch.log(uniform))
+        draws = torch.where(far_tail, rayleigh, draws)
 
-    draws = torch.minimum(torch.maximum(draws, lower64), upper64).to(dtype)
+    draws = torch.clamp(draws, lower64, upper64).to(dtype)
     just_above_lower = torch.nextafter(lower.detach(), torch.full_like(lower, math.inf))
-    upper_detached = upper.detach()
 
-    return torch.minimum(torch.maximum(draws, just_above_lower), upper_detached)
+    return torch.clamp(draws, just_above_lower, upper.detach())
