@@ -4,8 +4,10 @@ The search picked one setting per preset kind from validation NLL alone; this sc
 after the choice was fixed, trains each chosen setting once per known-density set exactly as
 the search did (seed 0, the quality benchmark's data, steps and batch size, width matched to
 the benchmark's flowkit parameter count) and reports the test NLL and KL(p||q) with the
-standard error of the paired differences, to set beside ``quality.md``. It measures
-candidates; it does not change flowkit's defaults.
+standard error of the paired differences, to set beside ``quality.md``. It was the check
+made before flowkit adopted these settings as the ``unbounded`` and ``bounded`` presets'
+defaults (``flowkit.presets.PRESET_DEFAULTS`` and ``PRESET_TRAINING``); a test asserts that
+the two still agree.
 
 Run: python -m benchmarks.preset_candidates [--quick] [--sets a,b] [--out DIR]
 """

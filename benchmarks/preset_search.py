@@ -59,7 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "tail_bound": 4.0,
     "mixing": "none",
 }
-"""The current defaults (``flowkit.train`` and :class:`FlowConfig`) of the searched options."""
+"""Where the search started: flowkit's settings of the searched options before it adopted
+the search's result (given explicitly, so that the search repeats whatever the presets say)."""
 TRAIN_OPTIONS = ("learning_rate", "warmup_steps")
 STAGES: list[tuple[str, list[Any]]] = [
     ("learning_rate", [1e-3, 2e-3, 4e-3, 6e-3]),

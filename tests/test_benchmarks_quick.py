@@ -149,3 +149,20 @@ def test_quick_preset_candidates_report_test_kl(tmp_path: Path) -> None:
         assert abs(row["parameters"] / 73_068 - 1) <= 0.10
         assert math.isfinite(row["kl"]) and row["kl_standard_error"] > 0
     assert (tmp_path / "preset_candidates-quick.md").exists()
+
+
+@pytest.mark.parametrize("kind", ["unbounded", "bounded"])
+def test_presets_are_the_settings_the_search_chose(kind: str) -> None:
+    from benchmarks.preset_candidates import CHOSEN
+    from benchmarks.preset_search import TRAIN_OPTIONS
+    from flowkit.presets import PRESET_DEFAULTS, PRESET_TRAINING, FlowConfig
+
+    chosen = CHOSEN[kind]
+    lower = [0.0, None] if kind == "bounded" else None
+    config = FlowConfig(preset=kind, features=2, lower=lower, **PRESET_DEFAULTS[kind])
+
+    for option, value in chosen.items():
+        if option in TRAIN_OPTIONS:
+            assert PRESET_TRAINING[kind][option] == value, option
+        else:
+            assert getattr(config, option) == value, option
