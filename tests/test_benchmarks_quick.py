@@ -66,6 +66,13 @@ def test_quick_quality_benchmark_reports_kl_for_every_model(tmp_path: Path) -> N
         for run in row["runs"].values():
             assert abs(run["parameters"] / flowkit_parameters - 1) <= 0.10
             assert math.isfinite(run["test_nll"])
+        versus = row["flowkit_minus_best_peer"]
+        best = min(row["runs"][kind]["kl"] for kind in PEERS)
+        assert row["runs"][versus["peer"]]["kl"] == best
+        # The paired difference is the difference of the two KLs, up to rounding.
+        expected = row["runs"]["flowkit"]["kl"] - best
+        assert versus["kl_difference"] == pytest.approx(expected, abs=1e-4)
+        assert versus["standard_error"] > 0
     assert report["rows"]["gamma-lognormal"]["runs"]["flowkit"]["preset"] == "bounded"
     assert (tmp_path / "quality.md").exists()
     for name in ("moons", "gamma-lognormal"):
