@@ -148,3 +148,46 @@ def test_log_abs_det_is_the_sum_of_log_derivatives(dtype):
     expected = elu_log_derivative(inputs, alpha).sum(dim=1)
 
     torch.testing.assert_close(elu_log_abs_det(inputs, alpha), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("records_graph", [False, True])
+def test_forward_with_log_abs_det_is_both_functions_bit_for_bit(dtype, records_graph):
+    from flowkit.transforms.elu_math import elu_forward_with_log_abs_det, elu_log_abs_det
+
+    inputs = torch.randn(64, 5, dtype=dtype) * 4
+    inputs[0] = torch.tensor([0.0, -0.0, -1e-30, -200.0, 1e-30], dtype=dtype)
+    alpha = (torch.rand(5, dtype=dtype) * 3 + 0.1).requires_grad_(records_graph)
+    original = inputs.clone()
+
+    outputs, logabsdet = elu_forward_with_log_abs_det(inputs, alpha)
+
+    assert torch.equal(outputs, elu_forward(inputs, alpha))
+    assert torch.equal(logabsdet, elu_log_abs_det(inputs, alpha))
+    assert torch.equal(inputs, original)
+    assert outputs.requires_grad == records_graph
+    if records_graph:
+        (gradient,) = torch.autograd.grad(outputs.sum() + logabsdet.sum(), alpha)
+        (expected,) = torch.autograd.grad(
+            elu_forward(inputs, alpha).sum() + elu_log_abs_det(inputs, alpha).sum(), alpha
+        )
+        torch.testing.assert_close(gradient, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("records_graph", [False, True])
+def test_inverse_with_log_abs_det_is_both_functions_bit_for_bit(dtype, records_graph):
+    from flowkit.transforms.elu_math import elu_inverse_with_log_abs_det, elu_log_abs_det
+
+    alpha = (torch.rand(5, dtype=dtype) * 3 + 0.1).requires_grad_(records_graph)
+    outputs = torch.maximum(torch.randn(64, 5, dtype=dtype) * 4, -0.999 * alpha.detach())
+    outputs[0] = torch.tensor([0.0, -0.0, -1e-30, 1e-30, 7.0], dtype=dtype)
+    original = outputs.clone()
+
+    inputs, logabsdet = elu_inverse_with_log_abs_det(outputs, alpha)
+
+    expected = elu_inverse(outputs, alpha)
+    assert torch.equal(inputs, expected)
+    assert torch.equal(logabsdet, -elu_log_abs_det(expected, alpha))
+    assert torch.equal(outputs, original)
+    assert inputs.requires_grad == records_graph

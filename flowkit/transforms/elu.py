@@ -15,7 +15,12 @@ from flowkit.transforms.domain import (
     RestrictedDomain,
     describe_violation,
 )
-from flowkit.transforms.elu_math import elu_forward, elu_inverse, elu_log_abs_det
+from flowkit.transforms.elu_math import (
+    elu_forward,
+    elu_forward_with_log_abs_det,
+    elu_inverse,
+    elu_inverse_with_log_abs_det,
+)
 
 __all__ = ["ELU", "Orientation"]
 
@@ -111,11 +116,7 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
             )
 
     def _apply_elu(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        alpha = self._alpha_like(inputs)
-        outputs = elu_forward(inputs, alpha)
-        logabsdet = elu_log_abs_det(inputs, alpha)
-
-        return outputs, logabsdet
+        return elu_forward_with_log_abs_det(inputs, self._alpha_like(inputs))
 
     def _apply_elu_inverse(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         alpha = self._alpha_like(inputs)
@@ -124,10 +125,7 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
             raise InputOutsideDomain(
                 describe_violation(inputs, -alpha, inside, "the ELU inverse log1p(y / alpha)")
             )
-        outputs = elu_inverse(inputs, alpha)
-        logabsdet = -elu_log_abs_det(outputs, alpha)
-
-        return outputs, logabsdet
+        return elu_inverse_with_log_abs_det(inputs, alpha)
 
     def _split_log1p_domain(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         alpha = self._alpha_like(inputs)
