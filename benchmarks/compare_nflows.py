@@ -1,10 +1,11 @@
-"""flowkit against nflows' RealNVP and neural spline flow, and a sweep of flowkit's presets.
+"""flowkit against nflows' RealNVP and NSF and zuko's NSF and MAF, and a sweep of its presets.
 
 Three parts, each reported in the data's own units:
 
 1. ``moons``: flowkit's default preset against nflows' RealNVP (affine couplings) and
-   neural spline flow (rational-quadratic couplings) at a matched parameter count, the same
-   steps and batch size; test NLL in nats, beside the true test NLL.
+   neural spline flow (rational-quadratic couplings) and zuko's NSF and MAF (autoregressive)
+   at a matched parameter count, the same steps and batch size; test NLL in nats, beside
+   the true test NLL.
 2. ``digits``: the same comparison on scikit-learn's 8x8 digits (64-D, values in [0, 1)),
    every model given the same logit pre-processing with its Jacobian counted; test bits per
    dimension of the [0, 1] scaling.
@@ -12,9 +13,9 @@ Three parts, each reported in the data's own units:
    several toy sets, at a short budget; VALIDATION NLL only, to choose preset defaults.
 
 Run ``python -m benchmarks.compare_nflows [--quick] [--steps N] [--out DIR]``. The peers
-(nflows) are trained by :func:`train_nflows_flow`: Adam with cosine decay, gradient clipping
-at 5, validation every 200 steps, best validation weights kept. Every model trains with one
-CPU thread so that wall times compare.
+(nflows and zuko) are trained by :func:`train_nflows_flow`: Adam with cosine decay,
+gradient clipping at 5, validation every 200 steps, best validation weights kept. Every
+model trains with one CPU thread so that wall times compare.
 """
 
 from __future__ import annotations
@@ -362,6 +363,38 @@ def _run_flowkit(
     }
 
 
+PEER_KINDS = ("realnvp", "nsf", "zuko-nsf", "zuko-maf")
+"""nflows' RealNVP and NSF, zuko's NSF and MAF; zuko's get two hidden layers per network."""
+
+
+def _peer_name(kind: str) -> str:
+    return kind if kind.startswith("zuko-") else f"nflows-{kind}"
+
+
+def _build_peer(
+    kind: str,
+    features: int,
+    width: int,
+    num_layers: int,
+    num_blocks: int,
+    num_bins: int,
+    tail_bound: float,
+) -> nn.Module:
+    if not kind.startswith("zuko-"):
+        return build_nflows_flow(
+            kind, features, width, num_layers, num_blocks, num_bins, tail_bound
+        )
+
+    import zuko
+
+    from benchmarks.quality import ZukoModel
+
+    flow_class = zuko.flows.NSF if kind == "zuko-nsf" else zuko.flows.MAF
+    return ZukoModel(
+        flow_class(features=features, transforms=num_layers, hidden_features=(width, width))
+    )
+
+
 def _run_peer(
     split: DataSplit,
     kind: str,
@@ -375,8 +408,8 @@ def _run_peer(
     tail_bound: float = 4.0,
     validation_interval: int = PEER_VALIDATION_INTERVAL,
 ) -> dict[str, Any]:
-    def build(width: int) -> NflowsFlow:
-        return build_nflows_flow(
+    def build(width: int) -> nn.Module:
+        return _build_peer(
             kind, split.features, width, num_layers, num_blocks, num_bins, tail_bound
         )
 
@@ -416,13 +449,14 @@ def _run_peer(
     test_nll, test_outside = _nll(log_probs(split.test))
 
     return {
-        "library": "nflows",
+        "library": "zuko" if kind.startswith("zuko-") else "nflows",
         "preset": kind,
         "options": {
             "hidden_features": width,
             "num_layers": num_layers,
             "num_blocks": num_blocks,
             **({"num_bins": num_bins, "tail_bound": tail_bound} if kind == "nsf" else {}),
+            **({"num_bins": 8} if kind == "zuko-nsf" else {}),
             "learning_rate": PEER_LEARNING_RATE,
             "logit": logit,
         },
@@ -471,8 +505,8 @@ def run_moons(budget: Budget) -> dict[str, Any]:
     _log(_progress("moons", "flowkit", runs["flowkit"]))
     # The peers get the preset's layers, blocks and bins, at a width matched to its count.
     config = flowkit.FlowConfig(**PRESET_DEFAULTS["unbounded"])
-    for kind in ("realnvp", "nsf"):
-        runs[f"nflows-{kind}"] = _run_peer(
+    for kind in PEER_KINDS:
+        runs[_peer_name(kind)] = _run_peer(
             split,
             kind,
             runs["flowkit"]["parameters"],
@@ -484,7 +518,7 @@ def run_moons(budget: Budget) -> dict[str, Any]:
             num_bins=config.num_bins,
             tail_bound=config.tail_bound,
         )
-        _log(_progress("moons", f"nflows-{kind}", runs[f"nflows-{kind}"]))
+        _log(_progress("moons", _peer_name(kind), runs[_peer_name(kind)]))
     _check_match(runs, "flowkit")
 
     true_nll = -split.true_log_prob(split.test).double().mean().item()
@@ -522,8 +556,8 @@ def run_digits(budget: Budget) -> dict[str, Any]:
     runs: dict[str, dict[str, Any]] = {}
     runs["flowkit"] = _run_flowkit(split, "unit-interval", steps, batch_size, **size)
     _log(_progress("digits", "flowkit", runs["flowkit"]))
-    for kind in ("realnvp", "nsf"):
-        name = f"nflows-{kind}"
+    for kind in PEER_KINDS:
+        name = _peer_name(kind)
         runs[name] = _run_peer(
             split,
             kind,
@@ -663,13 +697,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     versions = report["versions"]
     lines = [
-        "# flowkit vs nflows",
+        "# flowkit vs nflows and zuko",
         "",
         f"- command: `{report['command']}`",
         f"- machine: {machine['platform']}, {machine['cpu_count']} CPUs, "
         f"{machine['torch_threads']} torch thread",
         f"- versions: python {versions['python']}, torch {versions['torch']}, "
-        f"nflows {versions['nflows']}, flowkit {versions['flowkit']}",
+        f"nflows {versions['nflows']}, zuko {versions.get('zuko', 'not recorded')}, "
+        f"flowkit {versions['flowkit']}",
         f"- total wall time: {report['total_seconds']:.1f} s",
         "",
     ]
@@ -743,6 +778,7 @@ def _environment() -> dict[str, Any]:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "nflows": importlib.metadata.version("nflows"),
+            "zuko": importlib.metadata.version("zuko"),
             "flowkit": flowkit.__version__,
         },
     }

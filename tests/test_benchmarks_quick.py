@@ -10,6 +10,8 @@ import pytest
 
 from benchmarks.compare_nflows import main
 
+ZUKO = ("zuko-nsf", "zuko-maf")
+
 
 def test_quick_benchmark_writes_expected_report(tmp_path: Path) -> None:
     report = main(["--quick", "--out", tmp_path])
@@ -24,14 +26,14 @@ def test_quick_benchmark_writes_expected_report(tmp_path: Path) -> None:
     assert "--quick" in written["command"]
 
     moons = written["moons"]
-    assert set(moons["models"]) == {"flowkit", "nflows-realnvp", "nflows-nsf"}
+    assert set(moons["models"]) == {"flowkit", "nflows-realnvp", "nflows-nsf", *ZUKO}
     assert math.isfinite(moons["true_test_nll"])
     for run in moons["models"].values():
         assert math.isfinite(run["test_nll"])
         assert abs(run["parameter_ratio"] - 1) <= 0.10
 
     digits = written["digits"]
-    assert set(digits["models"]) == {"flowkit", "nflows-realnvp", "nflows-nsf"}
+    assert set(digits["models"]) == {"flowkit", "nflows-realnvp", "nflows-nsf", *ZUKO}
     for run in digits["models"].values():
         assert math.isfinite(run["test_bits_per_dim"])
 
