@@ -77,6 +77,22 @@ KINDS = {
     "bounded": ["checkerboard", "gamma-lognormal"],
 }
 SCREEN = {"unbounded": ["moons", "eight-gaussians", "rings"], "bounded": KINDS["bounded"]}
+ROUND_TWO_STAGES: list[tuple[str, list[Any]]] = [
+    # Round one's best learning rate was the top of its grid; this looks past it.
+    ("learning_rate", [6e-3, 8e-3, 1.2e-2]),
+    ("warmup_steps", [50, 150, 300]),
+    ("tail_bound", [3.0, 4.0, 5.0]),
+]
+"""``--start presets``: a second round from flowkit's current presets, over the options
+round one left at the edge of its grid or skipped."""
+
+
+def preset_start(kind: str) -> dict[str, Any]:
+    """flowkit's current ``kind`` preset, in the searched options."""
+    from flowkit.presets import PRESET_DEFAULTS, PRESET_TRAINING
+
+    current = {**PRESET_DEFAULTS[kind], **PRESET_TRAINING[kind]}
+    return {option: current.get(option, default) for option, default in DEFAULTS.items()}
 
 
 def _key(candidate: dict[str, Any]) -> str:
@@ -128,7 +144,13 @@ class Search:
         self.started = time.perf_counter()
         self.splits: dict[str, Any] = {}
         self.targets: dict[str, int] = {}
-        self.json_path = arguments.out / "preset_search.json"
+        self.stem = "preset_search" if arguments.start == "defaults" else "preset_search_round2"
+        self.json_path = arguments.out / f"{self.stem}.json"
+        self.start = {
+            kind: dict(DEFAULTS) if arguments.start == "defaults" else preset_start(kind)
+            for kind in KINDS
+        }
+        self.stage_list = STAGES if arguments.start == "defaults" else ROUND_TWO_STAGES
         self.runs: dict[str, dict[str, Any]] = {}
         if arguments.resume and self.json_path.exists():
             for run in json.loads(self.json_path.read_text())["runs"]:
@@ -145,14 +167,10 @@ class Search:
         if name not in self.splits:
             self.splits[name] = load_dataset(name, seed=0, **self.arguments.sizes)
             split = self.splits[name]
-            # The benchmark's flowkit count: the default preset at --layers layers.
-            preset = "unbounded" if split.lower_bound is None else "bounded"
-            options = {"num_layers": self.arguments.layers}
-            if preset == "bounded":
-                options["lower"] = [
-                    b if math.isfinite(b) else None for b in split.lower_bound.tolist()
-                ]
-            self.targets[name] = count_parameters(flowkit.build_flow(preset, 2, **options))
+            # The count of the flow the search started from, at --layers layers and width 64,
+            # whatever the presets say now.
+            start = {**DEFAULTS, "num_layers": self.arguments.layers}
+            self.targets[name] = count_parameters(build_candidate(split, start, 64))
         return self.splits[name]
 
     def run(self, name: str, candidate: dict[str, Any], seed: int) -> float:
@@ -198,14 +216,14 @@ class Search:
     def search(self) -> dict[str, dict[str, Any]]:
         arguments = self.arguments
         budget = arguments.budget_minutes * 60
-        best = {kind: dict(DEFAULTS) for kind in KINDS}
+        best = {kind: dict(self.start[kind]) for kind in KINDS}
         # Reserve the final pair: both kinds, all sets, every seed, minus seed 0 on the
         # screened sets (cached by then); assume the best costs up to 1.5 default runs.
         seeds = arguments.seeds
         final_runs = sum(2 * len(KINDS[k]) * len(seeds) - 2 * len(SCREEN[k]) for k in KINDS)
         for kind in KINDS:
             self.score(kind, best[kind], SCREEN[kind], seeds[0])
-        for option, values in STAGES:
+        for option, values in self.stage_list:
             new_runs = sum(
                 1
                 for k in KINDS
@@ -243,7 +261,7 @@ class Search:
             for seed in seeds:
                 for name in KINDS[kind]:
                     table.setdefault(name, {})[seed] = {
-                        "defaults": self.run(name, DEFAULTS, seed),
+                        "defaults": self.run(name, self.start[kind], seed),
                         "best": self.run(name, best[kind], seed),
                     }
             self.final[kind] = {"best": best[kind], "best_key": _key(best[kind]), "sets": table}
@@ -263,6 +281,7 @@ class Search:
             "min_gain": arguments.min_gain,
             "seeds": arguments.seeds,
             "defaults": DEFAULTS,
+            "start": self.start,
             "screen_sets": SCREEN,
             "machine": {
                 "platform": platform.platform(),
@@ -284,7 +303,7 @@ class Search:
         }
         arguments.out.mkdir(parents=True, exist_ok=True)
         self.json_path.write_text(json.dumps(report, indent=2) + "\n")
-        (arguments.out / "preset_search.md").write_text(self.markdown())
+        (arguments.out / f"{self.stem}.md").write_text(self.markdown())
 
     def markdown(self) -> str:
         arguments = self.arguments
@@ -295,7 +314,9 @@ class Search:
             "width closest to the quality benchmark's flowkit parameter count (within 10 %), "
             f"data seed 0 (the benchmark's splits), torch {torch.__version__}, one thread. "
             "Validation NLL only: test points and the true density are never used. "
-            f"Command: `{self.command}`.",
+            f"Command: `{self.command}`. Started from: {self.start}; in the tables, "
+            "`defaults` is that start and a candidate's name lists where it differs from "
+            f"the original defaults {DEFAULTS}.",
             "",
             "## Every run (seed 0 unless marked)",
             "",
@@ -383,6 +404,13 @@ def main(argv: list[str | Path] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--resume", action="store_true", help="reuse the runs in the JSON")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
+    parser.add_argument(
+        "--start",
+        choices=("defaults", "presets"),
+        default="defaults",
+        help="round one from the original defaults, or round two from the current presets "
+        "(writes preset_search_round2.*)",
+    )
     argv_strings = None if argv is None else [str(item) for item in argv]
     arguments = parser.parse_args(argv_strings)
     arguments.seeds = [int(s) for s in str(arguments.seeds).split(",")]
