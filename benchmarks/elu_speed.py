@@ -3,7 +3,10 @@
 Forward with log-determinant against ``torch.nn.functional.elu``, and the inverse against
 ``torch.log1p``, on the same tensor (10^6 elements, 64 features), in eager mode and compiled
 with ``torch.compile`` (falling back to eager, and saying so, where no compiler works).
-Timings are medians of interleaved repeats (A B A B), reported as ratios.
+Timings are medians of interleaved repeats (A B A B), reported as ratios, on one torch
+thread by default (``--threads``), as every other speed benchmark here: with two threads
+the ratio was 5.6 against 3.2 on one, so it then measures how each side uses the thread
+pool as much as the layer.
 
 Run: python -m benchmarks.elu_speed [--quick] [--elements N] [--repeats N] [--out DIR]
 """
@@ -64,6 +67,7 @@ def main(argv: list[str | Path] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 64 000 elements, 3 repeats, eager"
     )
@@ -71,8 +75,19 @@ def main(argv: list[str | Path] | None = None) -> dict:
     if arguments.quick:
         arguments.elements, arguments.repeats, arguments.no_compile = 64_000, 3, True
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(arguments.threads)
+    try:
+        return _measure(arguments)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(arguments: argparse.Namespace) -> dict:
     torch.manual_seed(0)
-    inputs = torch.randn(arguments.elements // arguments.features, arguments.features)
+    inputs = torch.randn(
+        arguments.elements // arguments.features, arguments.features, dtype=torch.float32
+    )
     layer = ELU(arguments.features).eval()
     with torch.no_grad():
         outputs, _ = layer(inputs)

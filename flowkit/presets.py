@@ -63,6 +63,10 @@ MIXINGS = ("none", "lu")
 class FlowConfig:
     """Everything needed to rebuild a preset flow; stored as JSON in checkpoints.
 
+    The defaults below are the generic ones a bare ``FlowConfig`` takes; :func:`build_flow`
+    first fills in the preset's own (:data:`PRESET_DEFAULTS`: the ``unbounded`` preset has
+    6 layers of width 50 with 12 bins, for instance).
+
     Attributes:
         preset: one of :data:`PRESETS`.
         features: number of data features.
