@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "num_bins": 8,
     "tail_bound": 4.0,
     "mixing": "none",
+    "elu_tail": False,
 }
 """Where the search started: flowkit's settings of the searched options before it adopted
 the search's result (given explicitly, so that the search repeats whatever the presets say)."""
@@ -80,6 +81,8 @@ SCREEN = {"unbounded": ["moons", "eight-gaussians", "rings"], "bounded": KINDS["
 ROUND_TWO_STAGES: list[tuple[str, list[Any]]] = [
     # Round one's best learning rate was the top of its grid; this looks past it.
     ("learning_rate", [6e-3, 8e-3, 1.2e-2]),
+    # Round one never searched the ELU tail (an earlier sweep at the old recipe had it off).
+    ("elu_tail", [False, True]),
     ("warmup_steps", [50, 150, 300]),
     ("tail_bound", [3.0, 4.0, 5.0]),
 ]
