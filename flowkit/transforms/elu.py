@@ -120,8 +120,10 @@ class ELU(PositiveAlpha, RestrictedDomain, ElementwiseMonotone, Transform):
 
     def _apply_elu_inverse(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         alpha = self._alpha_like(inputs)
-        inside = inputs > -alpha
-        if not torch.all(inside):
+        # Each feature's minimum reads the batch once, without a full-size mask; NaN
+        # propagates into it and fails the test too.
+        if len(inputs) > 0 and not torch.all(torch.amin(inputs, dim=0) > -alpha):
+            inside = inputs > -alpha
             raise InputOutsideDomain(
                 describe_violation(inputs, -alpha, inside, "the ELU inverse log1p(y / alpha)")
             )
