@@ -194,7 +194,7 @@ def measure_streaming(rows: int, folder: Path) -> dict[str, Any]:
     from flowkit.presets import build_flow, fit_data_dependent_layers
 
     torch.manual_seed(0)
-    flow = build_flow("unbounded", features=2, num_layers=2, hidden_features=16)
+    flow = build_flow("unbounded", features=2, num_layers=2, hidden_features=16, num_bins=8)
     fit_data_dependent_layers(flow, _training_data(2))
     model = checkpoints.save(flow, folder / "model.pt")
     samples, scores = folder / "samples.npy", folder / "scores.npy"
