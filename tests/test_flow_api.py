@@ -231,6 +231,11 @@ def test_training_rejects_bad_arguments(arguments, message):
         train(flow, torch.randn(100, 2), progress=False, **arguments)
 
 
+def _train_briefly(flow: Flow, data: torch.Tensor, **options):
+    """A few steps of batch 16, enough to read which arguments the trainer settled on."""
+    return train(flow, data, **{"steps": 2, "batch_size": 16, "progress": False, **options})
+
+
 @pytest.mark.parametrize(
     ("preset", "options", "expected"),
     [
@@ -243,15 +248,9 @@ def test_training_takes_the_presets_learning_rate_and_warm_up(preset, options, e
     flow = build_flow(preset, 2, **TINY, **options)
     data = torch.rand(64, 2) * 0.9 + 0.05
 
-    result = train(flow, data, steps=2, batch_size=16, progress=False)
-    given = train(
-        build_flow(preset, 2, **TINY, **options),
-        data,
-        steps=2,
-        batch_size=16,
-        progress=False,
-        learning_rate=1e-3,
-        warmup_steps=0,
+    result = _train_briefly(flow, data)
+    given = _train_briefly(
+        build_flow(preset, 2, **TINY, **options), data, learning_rate=1e-3, warmup_steps=0
     )
 
     assert {key: result.arguments[key] for key in expected} == expected
@@ -262,19 +261,17 @@ def test_training_takes_the_presets_learning_rate_and_warm_up(preset, options, e
 def test_a_flow_assembled_by_hand_trains_with_the_generic_rate():
     flow = Flow([Standardize(2), ActNorm(2)], features=2)
 
-    result = train(flow, torch.randn(64, 2), steps=2, batch_size=16, progress=False)
+    result = _train_briefly(flow, torch.randn(64, 2))
 
     assert (result.arguments["learning_rate"], result.arguments["warmup_steps"]) == (2e-3, 50)
 
 
 def test_a_resumed_run_keeps_its_own_learning_rate_and_warm_up():
     data = torch.randn(128, 2)
-    first = train(
+    first = _train_briefly(
         build_flow("unbounded", 2, **TINY),
         data,
         steps=4,
-        batch_size=16,
-        progress=False,
         learning_rate=1e-3,
         warmup_steps=3,
         stop_after=2,
@@ -282,7 +279,7 @@ def test_a_resumed_run_keeps_its_own_learning_rate_and_warm_up():
     flow = build_flow("unbounded", 2, **TINY)
     flow.load_state_dict(first.resume_state["flow"])
 
-    resumed = train(flow, data, steps=4, batch_size=16, progress=False, resume=first.resume_state)
+    resumed = _train_briefly(flow, data, steps=4, resume=first.resume_state)
 
     assert (resumed.arguments["learning_rate"], resumed.arguments["warmup_steps"]) == (1e-3, 3)
 
