@@ -231,7 +231,7 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     train_parser.add_argument(
         "--lr",
         type=_positive_float,
-        help="peak learning rate (default: a resumed run's own, else the preset's: 6e-3 for "
+        help="peak learning rate (default: a resumed run's own, else the preset's: 1.2e-2 for "
         "unbounded and bounded, 2e-3 for unit-interval)",
     )
     train_parser.add_argument(
@@ -542,11 +542,16 @@ def _run_folder(args: argparse.Namespace, name: str) -> Path | None:
     """
     rank, world_size = distributed.world()
     folder, error = None, None
+    # Remembered so that a run refused once training starts removes a folder it made itself.
+    args.new_run_folder = None
     if rank == 0:
+        existed = args.out is not None and Path(args.out).exists()
         try:
             folder = _output_folder(args.out, args.force, name)
         except ValueError as caught:
             error = caught
+        else:
+            args.new_run_folder = None if existed else folder
     if world_size > 1 and distributed.agree_any(error is not None, args.training_device):
         raise error or ValueError("rank 0 could not make the run folder; see its message")
     if error is not None:
@@ -648,22 +653,30 @@ def _train_and_write(
     )
 
     started = time.perf_counter()
-    with _sigterm_as_interrupt():
-        result = train(
-            flow,
-            split.train,
-            validation_data=split.validation,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            warmup_steps=args.warmup_steps,
-            seed=args.seed,
-            progress=not args.no_progress,
-            augment=split.augment,
-            resume=resume,
-            device=args.training_device,
-            mixed_precision=args.mixed_precision,
-        )
+    try:
+        with _sigterm_as_interrupt():
+            result = train(
+                flow,
+                split.train,
+                validation_data=split.validation,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                learning_rate=args.lr,
+                warmup_steps=args.warmup_steps,
+                seed=args.seed,
+                progress=not args.no_progress,
+                augment=split.augment,
+                resume=resume,
+                device=args.training_device,
+                mixed_precision=args.mixed_precision,
+            )
+    except Exception:
+        # A refusal (bad arguments, data outside the support, another run's resume state)
+        # leaves no empty run folder behind; a folder that existed before stays.
+        new_folder = getattr(args, "new_run_folder", None)
+        if new_folder is not None and new_folder.is_dir() and not any(new_folder.iterdir()):
+            new_folder.rmdir()
+        raise
     seconds = time.perf_counter() - started
     status = 130 if result.stop_reason == "interrupted" else 0
     if folder is None:

@@ -265,6 +265,10 @@ class Flow(nn.Module):
     def log_prob(self, inputs: Tensor) -> Tensor:
         """Returns ``log p(x)`` per row, ``-inf`` exactly on rows outside the support.
 
+        Rows holding ``+-inf`` get ``-inf``, the density's limit there. A finite row so
+        large that the layers overflow the flow's dtype (about ``1e38`` in float32) comes
+        out NaN; convert the flow and the data to float64 for such values.
+
         Args:
             inputs: data of shape ``(batch, features)`` in the data's own units.
         """
@@ -272,10 +276,16 @@ class Flow(nn.Module):
         if inputs.shape[0] == 0:
             return inputs.new_zeros(0)
 
+        # Every flow here has a density that vanishes at infinity; a row holding +-inf gets
+        # that limit, -inf, instead of the NaN that inf - inf inside the layers would give.
+        at_infinity = torch.isinf(inputs).any(dim=1)
+        if torch.any(at_infinity):
+            inputs = torch.where(at_infinity[:, None], torch.zeros_like(inputs), inputs)
+
         noise, logabsdet, inside = self.transform_to_noise(inputs)
         log_prob = self._base_log_prob(noise) + logabsdet - self.log_normalizer.to(noise.dtype)
 
-        return torch.where(inside, log_prob, torch.full_like(log_prob, -math.inf))
+        return torch.where(inside & ~at_infinity, log_prob, torch.full_like(log_prob, -math.inf))
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Returns :meth:`log_prob` of ``inputs``; what ``DistributedDataParallel`` calls."""

@@ -49,7 +49,13 @@ RESUME_STATE_KEYS = (
 """The keys of :attr:`TrainingResult.resume_state`, each a tensor or a plain value."""
 
 # Arguments that change what a resumed run computes; a resume with other values is refused.
-_RESUME_FIXED_ARGUMENTS = ("batch_size", "seed", "validation_fraction")
+_RESUME_FIXED_ARGUMENTS = (
+    "batch_size",
+    "seed",
+    "validation_fraction",
+    "learning_rate",
+    "warmup_steps",
+)
 
 
 @dataclass
@@ -126,15 +132,19 @@ def _check_arguments(
             f"batch_size {arguments['batch_size']} is larger than the {len(train_data)} "
             "training points"
         )
-    if not arguments["learning_rate"] > 0:
-        problems.append(f"learning_rate must be positive, got {arguments['learning_rate']!r}")
+    if not (arguments["learning_rate"] > 0 and math.isfinite(arguments["learning_rate"])):
+        problems.append(
+            f"learning_rate must be positive and finite, got {arguments['learning_rate']!r}"
+        )
     if not arguments["gradient_clip"] > 0:
         problems.append(f"gradient_clip must be positive, got {arguments['gradient_clip']!r}")
+    for name in ("patience", "validation_interval"):
+        value = arguments[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{name} must be a positive integer, got {value!r}")
     warmup = arguments["warmup_steps"]
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         problems.append(f"warmup_steps must be a non-negative integer, got {warmup!r}")
-    if arguments["validation_interval"] < 1:
-        problems.append("validation_interval must be a positive integer")
     if len(validation_data) < 1:
         problems.append("the validation set is empty")
     if problems:
@@ -199,9 +209,11 @@ def train(
     and the same ``seed``, ``batch_size`` and ``validation_fraction``; ``steps`` counts the
     total. On CPU, a run paused with ``stop_after=n`` and resumed ends with the same weights,
     to the last bit, as one uninterrupted run of ``steps``: the learning-rate schedule
-    follows ``steps``, not the length of each piece. A run stopped by Ctrl-C resumes from the
-    weights it had at that moment; it repeats an uninterrupted run exactly only if the stop
-    fell between two steps.
+    follows ``steps``, not the length of each piece. During training SIGINT (Ctrl-C) and
+    SIGTERM only set a flag that the loop reads at the next step boundary, so an interrupted
+    run stops between two steps and, resumed with the same ``steps``, repeats the
+    uninterrupted run in the same way. A larger ``steps`` stretches the cosine over the new
+    total from where the run stopped: extending a finished run is not one longer run.
 
     Inside an initialised ``torch.distributed`` process group of N processes (``torchrun
     --nproc_per_node N``), training is data-parallel: every rank draws the same seeded
@@ -220,7 +232,7 @@ def train(
         steps: optimizer steps.
         batch_size: points per step.
         learning_rate: peak learning rate; by default the run being resumed's, else the
-            preset's (:data:`flowkit.presets.PRESET_TRAINING`: 6e-3 for ``unbounded`` and
+            preset's (:data:`flowkit.presets.PRESET_TRAINING`: 1.2e-2 for ``unbounded`` and
             ``bounded``, 2e-3 for ``unit-interval`` and for flows assembled by hand).
         weight_decay: Adam weight decay.
         gradient_clip: largest gradient norm.
@@ -299,6 +311,14 @@ def train(
     ):
         raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
 
+    if warmup_steps >= steps and resume is None:
+        logger.warning(
+            "warmup_steps %d is not shorter than the %d steps: the learning rate only rises, "
+            "never decays, and early stopping never counts; give fewer warm-up steps",
+            warmup_steps,
+            steps,
+        )
+
     # Data follow the flow's device and dtype, so that float32 data train a float64 flow.
     reference = flow.log_normalizer
     train_data = train_data.to(device=reference.device, dtype=reference.dtype)
@@ -360,7 +380,9 @@ def train(
             forward_sync_buffers=False,
         )
     autocast = conditioner_autocast(flow) if precision == "bf16" else contextlib.nullcontext()
-    interrupts = _interrupt_flag() if world_size > 1 else contextlib.nullcontext([False])
+    # Signals only set a flag, read at the next step boundary: an exception raised at an
+    # arbitrary point could land inside a lock held by the progress bar or a collective.
+    interrupts = _interrupt_flag()
     bar = tqdm(
         total=steps,
         initial=first_step - 1,
@@ -372,6 +394,8 @@ def train(
     try:
         with autocast, interrupts as interrupted:
             for step in range(first_step, steps + 1):
+                if world_size == 1 and interrupted[0]:
+                    raise KeyboardInterrupt
                 if stop_after is not None and step > stop_after:
                     result.stop_reason = "paused"
                     break
@@ -510,10 +534,12 @@ def _reduce_step(loss: Tensor, interrupted: bool, world_size: int) -> tuple[Tens
 
 @contextlib.contextmanager
 def _interrupt_flag() -> Iterator[list[bool]]:
-    """Turns SIGINT and SIGTERM into a flag that the ranks read together at each step.
+    """Turns SIGINT and SIGTERM into a flag read at each step boundary.
 
-    Raising at once, as one process does, would leave the other ranks waiting in a
-    collective for a rank that has left.
+    Raising at once could land anywhere: inside a lock the progress bar holds (a run then
+    hangs instead of stopping), between a step's update and its bookkeeping, or, with N
+    ranks, while the others wait in a collective for a rank that has left. The ranks of a
+    multi-process run read the flag together, in the step's reduction.
     """
     flag = [False]
     if threading.current_thread() is not threading.main_thread():
@@ -587,7 +613,8 @@ def _check_resume(
     ]
     if changed:
         raise ValueError(
-            "a resumed run must keep the arguments that decide its batches: " + ", ".join(changed)
+            "a resumed run must keep the arguments that decide its batches and its "
+            "learning-rate schedule: " + ", ".join(changed)
         )
     if resume["train_points"] != len(train_data) or resume["train_checksum"] != _checksum(
         train_data

@@ -162,11 +162,10 @@ def test_quick_preset_candidates_report_test_kl(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["unbounded", "bounded"])
 def test_presets_are_the_settings_the_search_chose(kind: str) -> None:
-    from benchmarks.preset_candidates import CHOSEN
-    from benchmarks.preset_search import TRAIN_OPTIONS
+    from benchmarks.preset_search import ADOPTED, TRAIN_OPTIONS
     from flowkit.presets import PRESET_DEFAULTS, PRESET_TRAINING, FlowConfig
 
-    chosen = CHOSEN[kind]
+    chosen = ADOPTED[kind]
     lower = [0.0, None] if kind == "bounded" else None
     config = FlowConfig(preset=kind, features=2, lower=lower, **PRESET_DEFAULTS[kind])
 

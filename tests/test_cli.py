@@ -308,3 +308,20 @@ def test_unexpected_errors_still_give_one_line(tmp_path: Path, capsys, monkeypat
     error = capsys.readouterr().err
     assert error.startswith("flowkit: internal error: AssertionError: deep inside a layer")
     assert error.count("\n") == 1
+
+
+def test_a_run_refused_once_training_starts_leaves_no_empty_folder(tmp_path: Path, capsys) -> None:
+    below = tmp_path / "below.csv"
+    values = np.abs(np.random.default_rng(1).normal(size=(200, 2))) + 0.5
+    values[:20, 0] = -0.5
+    np.savetxt(below, values, delimiter=",")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+
+    for folder in (tmp_path / "new", kept):
+        arguments = ["train", str(below), "--preset", "bounded", "--lower", "0,none"]
+        assert main([*arguments, "--out", str(folder), *TINY]) == 1
+        assert "at or below its lower bound" in _error_line(capsys)
+
+    assert not (tmp_path / "new").exists()
+    assert kept.is_dir()
