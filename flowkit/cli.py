@@ -223,10 +223,16 @@ def _add_train_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--hidden", type=_positive_int, help="conditioner width (default: the preset's)"
     )
     train_parser.add_argument(
-        "--steps", type=_positive_int, default=DEFAULT_STEPS, help="optimizer steps"
+        "--steps",
+        type=_positive_int,
+        default=DEFAULT_STEPS,
+        help="optimizer steps (default: %(default)s)",
     )
     train_parser.add_argument(
-        "--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="points per step"
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="points per step (default: %(default)s)",
     )
     train_parser.add_argument(
         "--lr",
