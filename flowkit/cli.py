@@ -408,8 +408,9 @@ def _choose_preset(requested: str, split: DataSplit, lower: list[float | None] |
 
     if requested == "bounded" and lower is None:
         raise ValueError(
-            f"preset 'bounded' needs lower bounds, and none are known for {split.name!r}; "
-            "give --lower (a comma list, or 'auto')"
+            f"preset 'bounded' needs at least one finite lower bound, and none is known or "
+            f"given for {split.name!r}; give --lower with a number for at least one feature "
+            "(a comma list such as 0,none, or 'auto')"
         )
 
     return requested

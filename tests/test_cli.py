@@ -148,7 +148,7 @@ def test_out_inside_shipped_checkpoints_is_refused(
     ("argv", "message"),
     [
         (["train", "no-such-set", "--no-progress"], "unknown data set"),
-        (["train", "moons", "--preset", "bounded", "--no-progress"], "needs lower bounds"),
+        (["train", "moons", "--preset", "bounded", "--no-progress"], "needs at least one finite"),
         (["sample", "absent.pt", "-n", "3", "-o", "s.csv"], "no such checkpoint"),
         (["plot", "absent.pt", "-o", "p.png"], "no such checkpoint"),
     ],
