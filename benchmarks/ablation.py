@@ -143,10 +143,7 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
     if arguments.quick:
         arguments.steps = 6
         sizes, shrink = QUICK_SPLIT_SIZES, {"num_layers": 1}
-    bodies = {
-        kind: {**PRESET_DEFAULTS[kind], **shrink, **PRESET_TRAINING[kind]}
-        for kind in ("unbounded", "bounded")
-    }
+    bodies = {kind: {**PRESET_DEFAULTS[kind], **shrink} for kind in ("unbounded", "bounded")}
 
     rows: dict[str, dict[str, Any]] = {}
     with single_thread_float32():
@@ -154,14 +151,13 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
             split = load_dataset(name, seed=0, **sizes)
             runs, test_log_probs = {}, {}
             kind = "unbounded" if split.lower_bound is None else "bounded"
-            body = {**PRESET_DEFAULTS[kind], **shrink}
             for variant in variants_for(split):
                 result, flow = train_flowkit(
                     split,
                     arguments.steps,
                     arguments.batch_size,
                     training=PRESET_TRAINING[kind],
-                    **body,
+                    **bodies[kind],
                     **VARIANTS[variant],
                 )
                 test_log_probs[variant] = flow.log_prob_in_chunks(split.test)
@@ -177,7 +173,7 @@ def main(argv: list[str | Path] | None = None) -> dict[str, Any]:
         + " ".join(str(item) for item in (sys.argv[1:] if argv is None else argv)),
         "steps": arguments.steps,
         "batch_size": arguments.batch_size,
-        "bodies": bodies,
+        "bodies": {kind: {**body, **PRESET_TRAINING[kind]} for kind, body in bodies.items()},
         "machine": {"platform": platform.platform(), "threads": 1},
         "versions": {"torch": torch.__version__, "flowkit": flowkit.__version__},
         "rows": rows,

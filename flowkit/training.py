@@ -138,13 +138,14 @@ def _check_arguments(
         )
     if not arguments["gradient_clip"] > 0:
         problems.append(f"gradient_clip must be positive, got {arguments['gradient_clip']!r}")
-    for name in ("patience", "validation_interval"):
+    for name, smallest, kind in (
+        ("patience", 1, "a positive"),
+        ("validation_interval", 1, "a positive"),
+        ("warmup_steps", 0, "a non-negative"),
+    ):
         value = arguments[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(f"{name} must be a positive integer, got {value!r}")
-    warmup = arguments["warmup_steps"]
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        problems.append(f"warmup_steps must be a non-negative integer, got {warmup!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            problems.append(f"{name} must be {kind} integer, got {value!r}")
     if len(validation_data) < 1:
         problems.append("the validation set is empty")
     if problems:

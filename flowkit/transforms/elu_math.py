@@ -62,9 +62,16 @@ def elu_log_abs_det(inputs: Tensor, alpha: Tensor) -> Tensor:
     The same value as summing :func:`elu_log_derivative`, with the ``log(alpha)`` terms
     gathered by one matrix-vector product instead of a full-size ``where``.
     """
-    negative = (inputs <= 0).to(inputs.dtype)
+    return _log_abs_det(torch.clamp(inputs, max=0.0), inputs <= 0, alpha)
 
-    return torch.clamp(inputs, max=0.0).sum(dim=1) + negative @ torch.log(alpha)
+
+def _log_abs_det(negative_part: Tensor, non_positive: Tensor, alpha: Tensor) -> Tensor:
+    # sum_j min(x_j, 0) + sum_j [x_j <= 0] log(alpha_j), from its two pieces.
+    return negative_part.sum(dim=1) + non_positive.to(negative_part.dtype) @ torch.log(alpha)
+
+
+def _records_graph(inputs: Tensor, alpha: Tensor) -> bool:
+    return torch.is_grad_enabled() and (inputs.requires_grad or alpha.requires_grad)
 
 
 def elu_forward_with_log_abs_det(inputs: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,9 +82,9 @@ def elu_forward_with_log_abs_det(inputs: Tensor, alpha: Tensor) -> tuple[Tensor,
     in place, which saves the layer three of its full-size temporaries.
     """
     negative = torch.clamp(inputs, max=0.0)
-    logabsdet = negative.sum(dim=1) + (inputs <= 0).to(inputs.dtype) @ torch.log(alpha)
+    logabsdet = _log_abs_det(negative, inputs <= 0, alpha)
 
-    if torch.is_grad_enabled() and (inputs.requires_grad or alpha.requires_grad):
+    if _records_graph(inputs, alpha):
         return torch.relu(inputs) + alpha * torch.expm1(negative), logabsdet
 
     outputs = negative.expm1_().mul_(alpha).add_(torch.relu(inputs))
@@ -93,15 +100,12 @@ def elu_inverse_with_log_abs_det(outputs: Tensor, alpha: Tensor) -> tuple[Tensor
     ``y <= 0``. The caller checks the domain ``y > -alpha``. Without autograd the inputs'
     ``min(y, 0)`` buffer becomes the result, as in :func:`elu_forward_with_log_abs_det`.
     """
-    non_positive = (outputs <= 0).to(outputs.dtype)
-    records_graph = torch.is_grad_enabled() and (outputs.requires_grad or alpha.requires_grad)
-    if records_graph:
+    if _records_graph(outputs, alpha):
         negative_part = torch.log1p(torch.clamp(outputs, max=0.0) / alpha)
-    else:
-        negative_part = torch.clamp(outputs, max=0.0).div_(alpha).log1p_()
-    logabsdet = -(negative_part.sum(dim=1) + non_positive @ torch.log(alpha))
-
-    if records_graph:
+        logabsdet = -_log_abs_det(negative_part, outputs <= 0, alpha)
         return torch.relu(outputs) + negative_part, logabsdet
+
+    negative_part = torch.clamp(outputs, max=0.0).div_(alpha).log1p_()
+    logabsdet = -_log_abs_det(negative_part, outputs <= 0, alpha)
 
     return negative_part.add_(torch.relu(outputs)), logabsdet
